@@ -1,0 +1,18 @@
+"""Lat-lon and HEALPix grids, area weights, regridders and HEALPix padding (numpy/torch only)."""
+
+from atmos.grids.healpix import HealpixGrid, face_nest_index
+from atmos.grids.latlon import LatLonGrid
+
+Grid = LatLonGrid | HealpixGrid
+
+__all__ = ["Grid", "HealpixGrid", "LatLonGrid", "face_nest_index", "grid_from_dict"]
+
+
+def grid_from_dict(d: dict) -> Grid:
+    """Rebuild a grid from its ``to_dict()`` description."""
+    from atmos.errors import GridError
+
+    kinds = {"latlon": LatLonGrid, "healpix": HealpixGrid}
+    if d.get("type") not in kinds:
+        raise GridError(f"unknown grid type {d.get('type')!r}; expected one of {sorted(kinds)}.")
+    return kinds[d["type"]].from_dict(d)
