@@ -36,7 +36,7 @@ def _check_nside(nside: Any) -> int:
         n = int(nside)
     except (TypeError, ValueError):
         n = -1
-    if n != nside or n < 1 or (n & (n - 1)) != 0 or n > 2**29:
+    if isinstance(nside, bool) or n != nside or n < 1 or (n & (n - 1)) != 0 or n > 2**29:
         raise GridError(
             f"nside must be a power of two between 1 and 2**29, got {nside!r}. "
             "Use e.g. nside=32 (~200 km) or nside=64 (~110 km)."

@@ -1,0 +1,51 @@
+"""``atmos`` entry point: builds the argument parser from the command modules and runs one."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from atmos import __version__
+from atmos.errors import AtmosError
+
+# command name -> module under atmos.cli (each has `add_parser(subparsers)` and `run(args) -> int`)
+COMMANDS: dict[str, str] = {
+    "catalog": "atmos.cli.catalog",
+    "info": "atmos.cli.info",
+    "stats": "atmos.cli.stats",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atmos",
+        description="atmos: xarray-native weather and climate emulation (data cubes, grids, emulators).",
+    )
+    parser.add_argument("--version", action="version", version=f"atmos {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except AtmosError as err:
+        print(f"atmos {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"atmos {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,759 @@
+"""Training windows over a canonical cube: a fast ``torch.utils.data.Dataset``.
+
+:class:`WindowDataset` turns a canonical dataset (dims ``(time, level, latitude,
+longitude)`` or ``(time, level, cell)``) into samples for training emulators. Each
+sample around a time ``t0`` is a dict of float32 tensors shaped
+``[time, channel, *grid]``:
+
+==============  ==================================  ====================================
+key             shape                               times
+==============  ==================================  ====================================
+``inputs``      ``[history, C_in, *grid]``          ``t0 - (history-1)*step ... t0``
+``targets``     ``[lead_steps, C_out, *grid]``      ``t0 + step ... t0 + lead_steps*step``
+``forcings``    ``[history+lead_steps, C_f, *grid]`` both of the above, in order
+``statics``     ``[1, C_s, *grid]``                 (no time)
+``time``        int64 scalar                        ``t0`` in ns since 1970
+==============  ==================================  ====================================
+
+``*grid`` is ``(nlat, nlon)`` on lat-lon grids, ``(12, nside, nside)`` on HEALPix
+grids with ``healpix_layout="faces"`` (:meth:`atmos.grids.HealpixGrid.cells_to_faces`)
+and ``(npix,)`` with ``healpix_layout="cells"``.
+
+Reading strategy
+----------------
+Samples are assembled by numpy slicing of in-memory blocks of time steps, never
+by per-variable, per-step reads:
+
+* ``cache="blocks"`` (default, streaming): the time axis is cut into blocks aligned
+  with the data's dask/zarr time chunks (32 steps for the SPEEDY-world cubes).
+  A missing block is read for all needed variables in one synchronous dask
+  compute (one read per zarr chunk), converted to ``[time, channel, *grid]``
+  float32 (normalized, HEALPix faces applied) and kept in an LRU cache bounded by
+  ``cache_bytes``. Windows in nearby times reuse the same blocks.
+* ``cache="memory"``: the whole selected period is read once, at construction, into
+  one array ``[time, channel, *grid]`` (about ``T * C * npoints * 4`` bytes; e.g.
+  one year of 6-hourly SPEEDY-world with 30 channels on 64x32 is ~360 MB). DataLoader
+  workers started with ``fork`` share it copy-on-write.
+
+The dataset holds only picklable objects (the xarray dataset, numpy arrays); the
+block cache is dropped when pickled, so it also works with the ``spawn`` start method.
+
+Time axis
+---------
+The time coordinate must be strictly increasing (a duplicated or decreasing time
+stamp raises :class:`~atmos.errors.DataError` naming it). ``step`` must be a
+multiple of the data spacing (the smallest difference between time stamps). A
+window is valid when every one of its time stamps exists in the data, so windows
+across gaps in the record are skipped. With ``time=slice(a, b)`` every time stamp
+of a window (inputs, targets and forcings) lies in ``[a, b]``, so train and
+validation periods never share data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from atmos.errors import ConfigError, DataError
+from atmos.grids import HealpixGrid
+from atmos.io.coords import grid_of, spatial_dims
+from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing
+
+__all__ = ["Channel", "ChannelSchema", "WindowDataset"]
+
+GROUPS = ("inputs", "targets", "forcings", "statics")
+VarSpec = str | Sequence[Any] | Mapping[str, Any] | None
+
+
+# -- channel schema -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel of a window tensor.
+
+    Attributes
+    ----------
+    name : str
+        ``variable`` for surface fields, ``f"{variable}_{level}"`` on pressure levels
+        (e.g. ``temperature_850``).
+    variable : str
+    level : int, float or None
+        Pressure level in hPa (None for surface/static/derived fields).
+    units : str or None
+        Units of the raw data (``"1"`` for derived forcings).
+    source : {"dataset", "derived"}
+        Read from the dataset, or computed by :mod:`atmos.io.forcings`.
+    mean, std, residual_mean, residual_std : float or None
+        The statistics used to normalize this channel (``mean``/``std``) and its
+        residual statistics, when the dataset was given ``stats``.
+    """
+
+    name: str
+    variable: str
+    level: int | float | None = None
+    units: str | None = None
+    source: str = "dataset"
+    mean: float | None = None
+    std: float | None = None
+    residual_mean: float | None = None
+    residual_std: float | None = None
+
+
+@dataclass
+class ChannelSchema:
+    """Channel order of every group of a :class:`WindowDataset`, JSON-serialisable.
+
+    Stored in checkpoints so that a model knows which channel is which.
+    """
+
+    groups: dict[str, list[Channel]]
+    history: int = 1
+    lead_steps: int = 1
+    step: str = ""
+    grid: dict[str, Any] = field(default_factory=dict)
+    layout: str = "latlon"
+    normalized: bool = False
+
+    def names(self, group: str) -> list[str]:
+        """Channel names of ``group`` (``inputs``, ``targets``, ``forcings``, ``statics``)."""
+        if group not in self.groups:
+            raise ConfigError(f"unknown channel group {group!r}; expected one of {list(self.groups)}.")
+        return [c.name for c in self.groups[group]]
+
+    def __getitem__(self, group: str) -> list[str]:
+        return self.names(group)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["groups"] = {g: [asdict(c) for c in chans] for g, chans in self.groups.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ChannelSchema:
+        d = dict(d)
+        d["groups"] = {g: [Channel(**c) for c in chans] for g, chans in d["groups"].items()}
+        return cls(**d)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, s: str) -> ChannelSchema:
+        return cls.from_dict(json.loads(s))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _level_label(level: Any) -> int | float:
+    v = float(level)
+    return int(v) if v.is_integer() else v
+
+
+def _channel_name(var: str, level: Any) -> str:
+    return var if level is None else f"{var}_{_level_label(level)}"
+
+
+def _as_timedelta(step: Any, what: str = "step") -> pd.Timedelta:
+    try:
+        td = pd.Timedelta(step)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{what} must be a time interval such as '6h' or timedelta(hours=6), got {step!r}.") from err
+    if td <= pd.Timedelta(0):
+        raise ConfigError(f"{what} must be positive, got {step!r}.")
+    return td
+
+
+def _td_str(td: pd.Timedelta) -> str:
+    try:
+        return pd.tseries.frequencies.to_offset(td).freqstr
+    except ValueError:  # pragma: no cover
+        return str(td)
+
+
+def _parse_spec(spec: VarSpec, levels: Sequence[Any] | None, group: str) -> list[tuple[str, Any]]:
+    """Normalise a variable spec to ``[(name, levels or None)]``."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [(spec, levels)]
+    if isinstance(spec, Mapping):
+        return [(str(k), levels if v is None else v) for k, v in spec.items()]
+    out = []
+    for item in spec:
+        if isinstance(item, str):
+            out.append((item, levels))
+        elif isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str):
+            out.append((item[0], levels if item[1] is None else item[1]))
+        else:
+            raise ConfigError(
+                f"{group}: each entry must be a variable name or (name, levels), got {item!r}."
+            )
+    return out
+
+
+def _time_index(ds: xr.Dataset) -> np.ndarray:
+    if "time" not in ds.dims or "time" not in ds.coords:
+        raise DataError(
+            f"a window dataset needs a 'time' dimension with a coordinate; dims are {sorted(map(str, ds.dims))}."
+        )
+    t = np.asarray(ds["time"].values)
+    if not np.issubdtype(t.dtype, np.datetime64):
+        raise DataError(
+            f"time must be numpy datetime64, got dtype {t.dtype}; convert cftime dates with "
+            "ds.convert_calendar('standard', use_cftime=False)."
+        )
+    t = t.astype("datetime64[ns]")
+    if t.size > 1:
+        d = np.diff(t.astype(np.int64))
+        dup = np.flatnonzero(d == 0)
+        if dup.size:
+            stamps = sorted({str(t[i]) for i in dup[:5]})
+            raise DataError(
+                f"duplicated time stamps {stamps}{' ...' if dup.size > 5 else ''} ({dup.size} in all); "
+                "drop them, e.g. ds.drop_duplicates('time')."
+            )
+        back = np.flatnonzero(d < 0)
+        if back.size:
+            pairs = [f"{t[i]} -> {t[i + 1]}" for i in back[:5]]
+            raise DataError(
+                f"time is not increasing: {pairs}{' ...' if back.size > 5 else ''}; sort it with ds.sortby('time')."
+            )
+    return t
+
+
+# -- the dataset ---------------------------------------------------------------------------------
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of consecutive time steps of a canonical cube as float32 tensors.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical cube (see :func:`atmos.open_dataset`); lazy (dask) or in memory.
+    inputs : str, sequence or mapping
+        Variables of the input state. Each ``(variable, level)`` pair is a channel,
+        in the given variable order and ascending level order of the request. An
+        entry is a name, or ``(name, levels)``; a mapping ``{name: levels}`` works
+        too (``None`` = the default levels).
+    targets : same as ``inputs``, optional
+        Variables of the target states (default: the same as ``inputs``).
+    forcings : sequence of str
+        Known-in-advance fields given for every input and target time: dataset
+        variables (e.g. ``toa_incident_solar_radiation``, normalized like the
+        state when ``stats`` are given) and/or derived encodings from
+        :data:`atmos.io.forcings.DERIVED_FORCINGS` (``cos_time_of_day``, ... ; local
+        solar time; never normalized).
+    statics : sequence of str
+        Time-invariant dataset variables (``land_sea_mask``, ``geopotential_at_surface``).
+        NaNs raise a DataError.
+    history : int
+        Number of input time steps (>= 1).
+    lead_steps : int
+        Number of target time steps (>= 0).
+    step : str, timedelta or None
+        Time between consecutive steps of a window (default: the data spacing). Must
+        be a multiple of the data spacing.
+    time : slice, optional
+        Period every time stamp of a window must lie in (label based, e.g.
+        ``slice("2018-01-01", "2018-10-31")``).
+    levels : sequence of numbers, optional
+        Pressure levels for variables on levels whose entry does not list its own
+        (default: all levels of the data).
+    stats : xarray.Dataset, optional
+        Statistics (:func:`atmos.io.stats.compute_stats`); if given, dataset channels
+        are returned normalized, ``(x - mean) / std`` (state statistics).
+    cache : {"blocks", "memory"}
+        Streaming with an LRU cache of chunk-aligned time blocks, or the whole
+        selected period in memory (see the module docstring).
+    cache_bytes : int
+        Budget of the block cache (per process; each DataLoader worker has its own).
+    block_size : int, optional
+        Time steps per block (default: the data's dask time chunks, else 32).
+    healpix_layout : {"faces", "cells"}
+        Grid layout of HEALPix data: ``[..., 12, nside, nside]`` or ``[..., npix]``.
+
+    Attributes
+    ----------
+    channels : dict[str, list[str]]
+        Channel names per group, in tensor order.
+    times : numpy.ndarray of datetime64[ns]
+        ``t0`` of every sample, in index order.
+    grid : LatLonGrid or HealpixGrid
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        inputs: VarSpec,
+        targets: VarSpec = None,
+        *,
+        forcings: Sequence[str] = (),
+        statics: Sequence[str] = (),
+        history: int = 1,
+        lead_steps: int = 1,
+        step: Any = None,
+        time: slice | None = None,
+        levels: Sequence[Any] | None = None,
+        stats: xr.Dataset | None = None,
+        cache: Literal["blocks", "memory"] = "blocks",
+        cache_bytes: int = 256 * 2**20,
+        block_size: int | None = None,
+        healpix_layout: Literal["faces", "cells"] = "faces",
+    ) -> None:
+        super().__init__()
+        if not isinstance(ds, xr.Dataset):
+            raise DataError(f"WindowDataset needs an xarray.Dataset, got {type(ds).__name__}.")
+        for name, val, lo in (("history", history, 1), ("lead_steps", lead_steps, 0)):
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, got {val!r}.")
+        if cache not in ("blocks", "memory"):
+            raise ConfigError(f"cache must be 'blocks' or 'memory', got {cache!r}.")
+        if healpix_layout not in ("faces", "cells"):
+            raise ConfigError(f"healpix_layout must be 'faces' or 'cells', got {healpix_layout!r}.")
+        self.history = int(history)
+        self.lead_steps = int(lead_steps)
+        self.cache_mode = cache
+        self.cache_bytes = int(cache_bytes)
+        self.healpix_layout = healpix_layout
+        self.normalized = stats is not None
+
+        # --- time axis ---
+        t_all = _time_index(ds)
+        spacing = int(np.diff(t_all.astype(np.int64)).min()) if t_all.size > 1 else None
+        if time is not None:
+            if not isinstance(time, slice):
+                raise ConfigError(f"time must be a slice such as slice('2018-01-01', '2018-06-30'), got {time!r}.")
+            ds = ds.sel(time=time)
+        times = _time_index(ds)
+        n_steps = self.history + self.lead_steps
+        if step is None:
+            if spacing is None:
+                raise DataError("the dataset has a single time step: cannot make windows (step unknown).")
+            step_ns = spacing
+        else:
+            step_ns = int(_as_timedelta(step).value)
+            if spacing is not None and step_ns % spacing != 0:
+                raise DataError(
+                    f"step {_td_str(pd.Timedelta(step_ns))} is not a multiple of the data spacing "
+                    f"{_td_str(pd.Timedelta(spacing))}; use step = k * {_td_str(pd.Timedelta(spacing))}."
+                )
+        self.step = pd.Timedelta(step_ns)
+        tns = times.astype(np.int64)
+        offsets = step_ns * np.arange(-(self.history - 1), self.lead_steps + 1, dtype=np.int64)
+        want = tns[:, None] + offsets[None, :]
+        pos = np.searchsorted(tns, want)
+        ok = (pos < tns.size) & (tns[np.minimum(pos, tns.size - 1)] == want)
+        valid = ok.all(axis=1)
+        self._pos = np.ascontiguousarray(pos[valid], dtype=np.int64)  # [N, history + lead_steps]
+        if self._pos.shape[0] == 0:
+            span = _td_str(pd.Timedelta(int(offsets[-1] - offsets[0])))
+            raise DataError(
+                f"no complete window: {n_steps} steps of {_td_str(self.step)} (span {span}) do not fit in "
+                f"the {times.size} time stamps {times[:1]}..{times[-1:]} (time={time!r}). "
+                "Use a longer period or fewer history/lead steps."
+            )
+        self._times_ns = tns
+
+        # --- grid ---
+        self.grid = grid_of(ds)
+        self._sdims = spatial_dims(ds)
+        healpix = isinstance(self.grid, HealpixGrid)
+        if healpix and healpix_layout == "faces":
+            self._face_index: np.ndarray | None = self.grid.face_index.ravel()
+            self.grid_shape: tuple[int, ...] = self.grid.face_shape
+        else:
+            self._face_index = None
+            self.grid_shape = tuple(self.grid.shape)
+        if healpix:
+            lon = self.grid.lon
+            self._lon = lon[self._face_index].reshape(self.grid_shape) if self._face_index is not None else lon
+        else:
+            self._lon = np.broadcast_to(self.grid.lon[None, :], self.grid.shape).copy()
+        self._layout = "latlon" if not healpix else healpix_layout
+
+        # --- channels ---
+        in_spec = _parse_spec(inputs, levels, "inputs")
+        if not in_spec:
+            raise ConfigError("inputs must name at least one variable.")
+        tg_spec = in_spec if targets is None else _parse_spec(targets, levels, "targets")
+        fo_names = [forcings] if isinstance(forcings, str) else list(forcings)
+        st_names = [statics] if isinstance(statics, str) else list(statics)
+
+        self._dyn: list[tuple[str, Any]] = []  # (variable, level) of every dataset time-varying channel
+        self._dyn_index: dict[tuple[str, Any], int] = {}
+        chans: dict[str, list[Channel]] = {g: [] for g in GROUPS}
+        idx: dict[str, list[int]] = {"inputs": [], "targets": [], "forcings": []}
+        self._derived: list[tuple[int, str]] = []  # (position in forcings, name)
+
+        for group, spec in (("inputs", in_spec), ("targets", tg_spec)):
+            for var, lev in spec:
+                for level in self._resolve_levels(ds, var, lev, group, dynamic=True):
+                    idx[group].append(self._add_dyn(var, level))
+                    chans[group].append(self._channel(ds, var, level))
+        for k, var in enumerate(fo_names):
+            if var in ds.data_vars:
+                for level in self._resolve_levels(ds, var, levels, "forcings", dynamic=True):
+                    idx["forcings"].append(self._add_dyn(var, level))
+                    chans["forcings"].append(self._channel(ds, var, level))
+            elif var in DERIVED_FORCINGS:
+                self._derived.append((len(chans["forcings"]), var))
+                idx["forcings"].append(-1)
+                chans["forcings"].append(Channel(var, var, None, "1", "derived"))
+            else:
+                raise DataError(
+                    f"forcing {var!r} is neither a dataset variable ({sorted(map(str, ds.data_vars))}) nor a "
+                    f"derived forcing ({list(DERIVED_FORCINGS)})."
+                )
+        static_chans: list[tuple[str, Any]] = []
+        for var in st_names:
+            for level in self._resolve_levels(ds, var, levels, "statics", dynamic=False):
+                static_chans.append((var, level))
+                chans["statics"].append(self._channel(ds, var, level))
+
+        # --- statistics ---
+        self._mean = np.zeros(len(self._dyn), np.float32)
+        self._std = np.ones(len(self._dyn), np.float32)
+        if stats is not None:
+            lookup = self._lookup_stats(ds, stats, set(self._dyn) | set(static_chans))
+            for c, key in enumerate(self._dyn):
+                self._mean[c], self._std[c] = lookup[key][0], lookup[key][1]
+            for g in GROUPS:
+                chans[g] = [
+                    c if c.source == "derived" else Channel(
+                        c.name, c.variable, c.level, c.units, c.source, *lookup[(c.variable, c.level)]
+                    )
+                    for c in chans[g]
+                ]
+        self._ch_in = np.asarray(idx["inputs"], np.int64)
+        self._ch_out = np.asarray(idx["targets"], np.int64)
+        fidx = np.asarray(idx["forcings"], np.int64)
+        self._f_ds_pos = np.flatnonzero(fidx >= 0)
+        self._ch_f = fidx[self._f_ds_pos]
+        self._n_forcings = len(fidx)
+        self._chans = chans
+
+        # --- read plan: one entry per variable, the levels it needs and their channels ---
+        plan: dict[str, list[tuple[Any, int]]] = {}
+        for c, (var, level) in enumerate(self._dyn):
+            plan.setdefault(var, []).append((level, c))
+        self._plan: list[tuple[str, xr.DataArray, np.ndarray]] = []
+        for var, items in plan.items():
+            da_ = ds[var]
+            if items[0][0] is not None:
+                da_ = da_.sel(level=[lev for lev, _ in items])
+                da_ = da_.transpose("time", "level", *self._sdims)
+            else:
+                da_ = da_.transpose("time", *self._sdims)
+            self._plan.append((var, da_, np.asarray([c for _, c in items], np.int64)))
+
+        # --- statics (small, loaded now) ---
+        self._statics = self._load_statics(ds, static_chans, stats)
+
+        # --- blocks ---
+        n_t = times.size
+        step_bytes = max(1, len(self._dyn) * int(np.prod(self.grid_shape)) * 4)
+        if block_size is None:
+            bounds = self._chunk_bounds(n_t)
+            max_len = max(1, self.cache_bytes // (4 * step_bytes)) if cache == "blocks" else n_t
+            bounds = self._split_long(bounds, max_len)
+        else:
+            if int(block_size) < 1:
+                raise ConfigError(f"block_size must be >= 1, got {block_size!r}.")
+            bounds = np.unique(np.r_[np.arange(0, n_t, int(block_size)), n_t])
+        self._bounds = bounds.astype(np.int64)  # block b covers [bounds[b], bounds[b+1])
+        self._block_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._data: np.ndarray | None = None
+        if cache == "memory":
+            self._data = self._read(0, n_t)
+
+    # -- construction helpers -----------------------------------------------------------------
+    def _resolve_levels(self, ds: xr.Dataset, var: str, lev: Any, group: str, dynamic: bool) -> list[Any]:
+        if var not in ds.data_vars:
+            raise DataError(
+                f"{group}: variable {var!r} is not in the dataset; it has {sorted(map(str, ds.data_vars))}."
+            )
+        x = ds[var]
+        allowed = {"time", "level", *self._sdims}
+        extra = [d for d in x.dims if d not in allowed]
+        missing_sp = [d for d in self._sdims if d not in x.dims]
+        if extra or missing_sp:
+            raise DataError(
+                f"{group}: variable {var!r} has dims {x.dims}; expected a subset of "
+                f"('time', 'level', {', '.join(map(repr, self._sdims))}) including the grid dims."
+            )
+        if dynamic and "time" not in x.dims:
+            raise DataError(
+                f"{group}: variable {var!r} has no time dimension; pass time-invariant fields as statics=."
+            )
+        if not dynamic and "time" in x.dims:
+            raise DataError(
+                f"statics: variable {var!r} varies in time (dims {x.dims}); pass it as a forcing, or select "
+                f"one time step (ds[{var!r}] = ds[{var!r}].isel(time=0, drop=True))."
+            )
+        if "level" not in x.dims:
+            return [None]
+        have = np.asarray(x["level"].values)
+        if lev is None:
+            return [_level_label(v) for v in have]
+        want = [lev] if np.ndim(lev) == 0 else list(lev)
+        miss = [w for w in want if not np.any(np.isclose(have.astype(float), float(w)))]
+        if miss:
+            raise DataError(
+                f"{group}: variable {var!r} has no level(s) {miss}; available levels: "
+                f"{[_level_label(v) for v in have]}."
+            )
+        return [_level_label(have[np.flatnonzero(np.isclose(have.astype(float), float(w)))[0]]) for w in want]
+
+    def _add_dyn(self, var: str, level: Any) -> int:
+        key = (var, level)
+        if key not in self._dyn_index:
+            self._dyn_index[key] = len(self._dyn)
+            self._dyn.append(key)
+        return self._dyn_index[key]
+
+    @staticmethod
+    def _channel(ds: xr.Dataset, var: str, level: Any) -> Channel:
+        units = ds[var].attrs.get("units")
+        return Channel(_channel_name(var, level), var, level, None if units is None else str(units), "dataset")
+
+    @staticmethod
+    def _lookup_stats(ds: xr.Dataset, stats: xr.Dataset, keys: set[tuple[str, Any]]) -> dict:
+        from atmos.io.stats import stat_values
+
+        missing = sorted({v for v, _ in keys if v not in stats.data_vars})
+        if missing:
+            raise DataError(
+                f"stats have no entry for {missing}; they hold {sorted(map(str, stats.data_vars))}. "
+                "Recompute them (atmos.io.stats.compute_stats) including these variables."
+            )
+        out: dict[tuple[str, Any], tuple[float | None, ...]] = {}
+        for var in sorted({v for v, _ in keys}):
+            levs = [lev for v, lev in keys if v == var]
+            like = ds[var].sel(level=levs) if levs[0] is not None else ds[var]
+            like = like.isel({d: 0 for d in like.dims if d not in ("level",)}, drop=True)
+            vals = []
+            for kind in ("state", "residual"):
+                try:
+                    m, s = stat_values(stats, var, kind, like=like)
+                except DataError:
+                    if kind == "state":
+                        raise
+                    m = s = None
+                if m is not None and (m.ndim != (1 if levs[0] is not None else 0) or s.ndim != m.ndim):
+                    raise DataError(
+                        f"stats of {var!r} must be one value per variable and level; got dims {m.dims}. "
+                        "Compute them with dims=('time', 'latitude', 'longitude')."
+                    )
+                vals.append((m, s))
+            for k, lev in enumerate(levs):
+                row = []
+                for m, s in vals:
+                    for a in (m, s):
+                        if a is None:
+                            row.append(None)
+                        else:
+                            v = np.asarray(a.values, np.float64)
+                            row.append(float(v[k] if v.ndim else v))
+                out[(var, lev)] = tuple(row)
+        return out
+
+    def _load_statics(self, ds: xr.Dataset, chans: list[tuple[str, Any]], stats: xr.Dataset | None) -> np.ndarray:
+        npts = int(np.prod(self.grid.shape))
+        arr = np.empty((1, len(chans), npts), np.float32)
+        for c, (var, level) in enumerate(chans):
+            x = ds[var] if level is None else ds[var].sel(level=level)
+            vals = np.asarray(x.transpose(*self._sdims).values, dtype=np.float32).reshape(npts)
+            nans = int(np.isnan(vals).sum())
+            if nans:
+                raise DataError(
+                    f"static variable {_channel_name(var, level)!r} has {nans} NaN values (of {npts}); "
+                    f"fill them first, e.g. ds[{var!r}] = ds[{var!r}].fillna(0)."
+                )
+            arr[0, c] = vals
+        if stats is not None and chans:
+            lookup = self._lookup_stats(ds, stats, set(chans))
+            mean = np.asarray([lookup[k][0] for k in chans], np.float32)
+            std = np.asarray([lookup[k][1] for k in chans], np.float32)
+            arr = (arr - mean[None, :, None]) / std[None, :, None]
+        return self._layout_grid(arr.astype(np.float32, copy=False))
+
+    def _layout_grid(self, arr: np.ndarray) -> np.ndarray:
+        """``[t, c, npoints]`` -> ``[t, c, *grid_shape]`` (HEALPix faces applied)."""
+        if self._face_index is not None:
+            arr = np.take(arr, self._face_index, axis=-1)
+        return np.ascontiguousarray(arr.reshape(*arr.shape[:2], *self.grid_shape))
+
+    def _chunk_bounds(self, n_t: int) -> np.ndarray:
+        for _, x, _ in self._plan:
+            ch = x.chunks
+            if ch is not None:
+                return np.r_[0, np.cumsum(ch[0])].astype(np.int64)
+        return np.unique(np.r_[np.arange(0, n_t, 32), n_t]).astype(np.int64)
+
+    @staticmethod
+    def _split_long(bounds: np.ndarray, max_len: int) -> np.ndarray:
+        out = [int(bounds[0])]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            cuts = list(range(int(a) + max_len, int(b), max_len))
+            out += cuts + [int(b)]
+        return np.asarray(out, np.int64)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _read(self, a: int, b: int) -> np.ndarray:
+        """Time steps ``[a, b)`` of every dataset channel: ``[b - a, C, *grid]`` float32, normalized."""
+        import dask
+
+        npts = int(np.prod(self.grid.shape))
+        out = np.empty((b - a, len(self._dyn), npts), np.float32)
+        lazy, eager = [], []
+        for var, x, chans in self._plan:
+            sub = x.isel(time=slice(a, b)).variable
+            (lazy if hasattr(sub.data, "dask") else eager).append((sub, chans))
+        if lazy:
+            vals = dask.compute(*[s.data for s, _ in lazy], scheduler="synchronous")
+        else:
+            vals = []
+        for (sub, chans), v in zip(lazy + eager, list(vals) + [None] * len(eager)):
+            arr = np.asarray(sub.values if v is None else v)
+            arr = arr.reshape(b - a, len(chans), npts)
+            out[:, chans] = arr
+        if self.normalized:
+            out -= self._mean[None, :, None]
+            out /= self._std[None, :, None]
+        return self._layout_grid(out)
+
+    def _blocks(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""
+        have = {}
+        missing = []
+        for b in ids.tolist():
+            if b in self._cache:
+                self._cache.move_to_end(b)
+                have[b] = self._cache[b]
+            else:
+                missing.append(b)
+        run: list[int] = []
+        for b in missing + [None]:
+            if run and (b is None or b != run[-1] + 1):
+                a0, b0 = int(self._bounds[run[0]]), int(self._bounds[run[-1] + 1])
+                data = self._read(a0, b0)
+                for r in run:
+                    blk = data[self._bounds[r] - a0 : self._bounds[r + 1] - a0]
+                    blk = blk.copy() if len(run) > 1 else blk  # own memory: evicting frees it
+                    have[r] = blk
+                    self._insert(r, blk)
+                run = []
+            if b is not None:
+                run.append(b)
+        self._evict(keep=set(ids.tolist()))
+        return have
+
+    def _insert(self, b: int, blk: np.ndarray) -> None:
+        self._cache[b] = blk
+        self._cached_bytes += blk.nbytes
+
+    def _evict(self, keep: set[int]) -> None:
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > len(keep):
+            b = next(iter(self._cache))
+            if b in keep:
+                self._cache.move_to_end(b)
+                continue
+            self._cached_bytes -= self._cache.pop(b).nbytes
+
+    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An array holding the time positions ``rows`` and the row index of each in it."""
+        if self._data is not None:
+            return self._data, rows
+        blocks = self._block_of[rows]
+        ids = np.unique(blocks)
+        got = self._blocks(ids)
+        if ids.size == 1:
+            b = int(ids[0])
+            return got[b], rows - self._bounds[b]
+        arr = np.concatenate([got[int(b)][rows[blocks == b] - self._bounds[b]] for b in ids])
+        return arr, np.arange(rows.size)
+
+    # -- Dataset protocol --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._pos.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n = len(self)
+        try:
+            i = int(i)
+        except TypeError as err:
+            raise TypeError(f"WindowDataset indices must be integers, got {type(i).__name__}") from err
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"window index {i} out of range for {n} windows")
+        rows = self._pos[i]
+        h = self.history
+        arr, rel = self._rows(rows)
+        inputs = arr[rel[:h, None], self._ch_in[None, :]]
+        targets = arr[rel[h:, None], self._ch_out[None, :]]
+        forc = np.empty((rows.size, self._n_forcings, *self.grid_shape), np.float32)
+        if self._ch_f.size:
+            forc[:, self._f_ds_pos] = arr[rel[:, None], self._ch_f[None, :]]
+        if self._derived:
+            t = self._times_ns[rows]
+            for k, name in self._derived:
+                forc[:, k] = derived_forcing(name, t, self._lon)
+        return {
+            "inputs": torch.from_numpy(inputs),
+            "targets": torch.from_numpy(targets),
+            "forcings": torch.from_numpy(forc),
+            "statics": torch.from_numpy(self._statics.copy()),
+            "time": torch.tensor(int(self._times_ns[rows[h - 1]]), dtype=torch.int64),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()  # blocks are re-read on demand in the new process
+        state["_cached_bytes"] = 0
+        return state
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def channels(self) -> dict[str, list[str]]:
+        """Channel names per group (``inputs``, ``targets``, ``forcings``, ``statics``), in tensor order."""
+        return {g: [c.name for c in chans] for g, chans in self._chans.items()}
+
+    def schema(self) -> ChannelSchema:
+        """The :class:`ChannelSchema` of this dataset (channel order, units, statistics, grid, step)."""
+        return ChannelSchema(
+            groups={g: list(chans) for g, chans in self._chans.items()},
+            history=self.history,
+            lead_steps=self.lead_steps,
+            step=_td_str(self.step),
+            grid=self.grid.to_dict(),
+            layout=self._layout,
+            normalized=self.normalized,
+        )
+
+    @property
+    def times(self) -> np.ndarray:
+        """``t0`` (the last input time) of every window, datetime64[ns], shape [len(self)]."""
+        return self._times_ns[self._pos[:, self.history - 1]].astype("datetime64[ns]")
+
+    def __repr__(self) -> str:
+        c = self.channels
+        return (
+            f"WindowDataset({len(self)} windows, history={self.history}, lead_steps={self.lead_steps}, "
+            f"step={_td_str(self.step)}, grid={self.grid_shape}, channels: inputs={len(c['inputs'])} "
+            f"targets={len(c['targets'])} forcings={len(c['forcings'])} statics={len(c['statics'])}, "
+            f"cache={self.cache_mode!r})"
+        )

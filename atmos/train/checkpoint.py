@@ -1,0 +1,349 @@
+"""Checkpoints that never pickle code: safetensors weights + JSON metadata + plain-tensor state.
+
+A run directory (``{output.dir}/{output.name}``) holds::
+
+    config.yaml                 the resolved training config
+    metrics.csv                 one row per logged training interval / epoch
+    validation.csv              RMSE per channel and lead step (model and persistence)
+    DONE                        written when training has finished
+    checkpoints/
+        LATEST                  name of the newest complete checkpoint (text)
+        step-00001200/
+            model.safetensors   model weights (the EMA weights when EMA is on)
+            checkpoint.json     metadata, see below
+            training_state.pt   optimizer/scheduler/scaler/RNG/sampler state
+
+``checkpoint.json`` carries everything needed to rebuild and run the model without
+the training code: ``atmos_version``, ``model`` (registry name and constructor
+params), ``config`` (the resolved training config), ``channels`` (the channel
+schema), ``variables``/``levels``/``forcings``/``statics``, ``grid``
+(``Grid.to_dict()``), ``time_step_seconds``, ``history``, ``normalization`` (per
+channel means/stds as plain lists, plus the full per-variable statistics) and
+``training`` (epoch, global step, losses, validation summary).
+
+``training_state.pt`` is written with :func:`torch.save` from plain dicts, lists,
+numbers, strings and tensors only, so it loads with ``torch.load(weights_only=True)``.
+
+Writes are atomic: a checkpoint is assembled in a hidden temporary directory and
+renamed into place, then ``LATEST`` is replaced (temp file + rename). A crash leaves
+either the old or the new checkpoint, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atmos.errors import ConfigError, SourceError
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "Checkpoint",
+    "atomic_write_text",
+    "find_checkpoint",
+    "get_rng_state",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_model",
+    "load_training_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+CHECKPOINT_FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+META_FILE = "checkpoint.json"
+STATE_FILE = "training_state.pt"
+LATEST_FILE = "LATEST"
+
+
+# -- atomic file helpers ----------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and :func:`os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in checkpoint.json: {obj!r}")
+
+
+# -- RNG state (plain tensors only) ----------------------------------------------------------
+
+
+def get_rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states as plain tensors/ints."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_state[0]),
+            "internal": torch.tensor(py_state[1], dtype=torch.int64),
+            "gauss_next": py_state[2],
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]), float(n["cached_gaussian"]))
+    )
+    p = state["python"]
+    random.setstate((int(p["version"]), tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# -- save ----------------------------------------------------------------------------------
+
+
+def _plain_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies (safetensors refuses shared or strided storage)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    name: str,
+    model_state: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write ``checkpoints/{name}/`` atomically and point ``checkpoints/LATEST`` at it.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    name : str
+        Checkpoint folder name (e.g. ``step-00001200``); an existing one is replaced.
+    model_state : mapping of str to Tensor
+        Weights to store in ``model.safetensors``.
+    meta : mapping
+        JSON-serializable metadata for ``checkpoint.json`` (format fields are added).
+    training_state : mapping, optional
+        Plain dicts/lists/tensors for ``training_state.pt``.
+    keep : int, optional
+        Keep only the newest ``keep`` checkpoints (by global step).
+
+    Returns
+    -------
+    Path
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_root))
+    try:
+        from atmos import __version__
+
+        full_meta = {
+            "format": "atmos-checkpoint",
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "atmos_version": str(__version__),
+            "torch_version": torch.__version__,
+            "files": {"model": MODEL_FILE, **({"training_state": STATE_FILE} if training_state is not None else {})},
+            **dict(meta),
+        }
+        save_file(_plain_state_dict(model_state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=1, default=_json_default, allow_nan=True))
+        if training_state is not None:
+            torch.save(dict(training_state), tmp / STATE_FILE)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            old = ckpt_root / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
+    if keep is not None:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# -- find / load ---------------------------------------------------------------------------
+
+
+def _step_of(path: Path) -> int:
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+        return int(meta.get("training", {}).get("global_step", -1))
+    except (OSError, ValueError):
+        return -1
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run (folders with ``checkpoint.json``), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: (_step_of(p), p.name))
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path | None:
+    """Resolve a checkpoint folder from a checkpoint folder, a ``checkpoints/`` folder or a run folder.
+
+    Uses ``LATEST`` when present and valid, else the checkpoint with the highest global
+    step. Returns None when there is none.
+    """
+    p = Path(path)
+    if (p / META_FILE).is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        latest = root / LATEST_FILE
+        if latest.is_file():
+            cand = root / latest.read_text().strip()
+            if (cand / META_FILE).is_file():
+                return cand
+    run = p.parent if p.name == "checkpoints" else p
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``meta`` (checkpoint.json), ``model_state`` (weights), ``path``."""
+
+    path: Path
+    meta: dict[str, Any]
+    model_state: dict[str, torch.Tensor] = field(repr=False)
+
+    def training_state(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The optimizer/scheduler/RNG state (``torch.load(weights_only=True)``), or None."""
+        return load_training_state(self.path, map_location)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load ``checkpoint.json`` and ``model.safetensors`` from a checkpoint or run folder.
+
+    Raises
+    ------
+    SourceError
+        No checkpoint at ``path``.
+    """
+    from safetensors.torch import load_file
+
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise SourceError(
+            f"no atmos checkpoint under {str(path)!r}: expected a folder with {META_FILE} and {MODEL_FILE}, "
+            "a run folder with checkpoints/, or checkpoints/LATEST."
+        )
+    meta = json.loads((ckpt / META_FILE).read_text())
+    if meta.get("format") != "atmos-checkpoint":
+        raise SourceError(f"{str(ckpt / META_FILE)!r} is not an atmos checkpoint (format={meta.get('format')!r}).")
+    if int(meta.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
+        raise SourceError(
+            f"checkpoint {str(ckpt)!r} has format version {meta.get('format_version')}, newer than this atmos "
+            f"supports ({CHECKPOINT_FORMAT_VERSION}); upgrade atmos."
+        )
+    state = load_file(str(ckpt / MODEL_FILE), device=str(map_location))
+    return Checkpoint(ckpt, meta, state)
+
+
+def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """``training_state.pt`` of a checkpoint (weights_only load), or None when absent."""
+    ckpt = find_checkpoint(path)
+    if ckpt is None or not (ckpt / STATE_FILE).is_file():
+        return None
+    return torch.load(ckpt / STATE_FILE, map_location=map_location, weights_only=True)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a checkpoint without the training code.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        ``atmos.models.build(meta["model"]["name"], **meta["model"]["params"])`` with
+        the stored weights, in eval mode.
+    meta : dict
+        The parsed ``checkpoint.json`` (normalization, channels, grid, time step...).
+    """
+    from atmos.train.loop import build_model_from_meta
+
+    ckpt = load_checkpoint(path, map_location)
+    model = build_model_from_meta(ckpt.meta)
+    missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"checkpoint {str(ckpt.path)!r} does not match model {ckpt.meta['model']['name']!r}: "
+            f"missing weights {missing[:8]}, unexpected weights {unexpected[:8]}."
+        )
+    return model.to(map_location).eval(), ckpt.meta

@@ -1,0 +1,631 @@
+"""Training configuration: nested dataclasses loaded from YAML, with ``key=value`` overrides.
+
+A config file mirrors :class:`TrainConfig`::
+
+    model:      {name: vit, params: {embed_dim: 64, depth: 2}}
+    data:       {source: speedy-world, variables: [geopotential, temperature], levels: [500, 850], ...}
+    validation: {source: speedy-world-val, samples: 32, steps: 4}
+    optimizer:  {lr: 1.0e-3, betas: [0.9, 0.95], weight_decay: 0.01, grad_clip: 1.0}
+    schedule:   {epochs: 4, warmup_steps: 50, min_lr: 1.0e-5}
+    multistep:  {steps: 1, gradient: detached, maximum: 2, epoch_increment: 1}
+    loss:       {area_weighted: true, level_weighting: linear}
+    output:     {dir: runs, name: vit-speedy}
+    seed: 0
+
+Every field has a default, so ``{}`` is a valid (if not useful) config. Unknown keys
+are errors that list the valid ones. :func:`load_config` reads YAML (or takes a
+dict), applies overrides such as ``optimizer.lr=3e-4`` or ``model.params.depth=4``
+(values are parsed as YAML scalars/lists) and validates the result;
+:func:`config_to_dict` gives the plain, YAML/JSON-serializable form that is saved
+with every run and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from atmos.errors import ConfigError
+
+__all__ = [
+    "ANEMOI_VARIABLE_WEIGHTS",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "MultistepConfig",
+    "OptimizerConfig",
+    "OutputConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "ValidationConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_gradient_mode",
+    "save_config",
+]
+
+#: Per-variable loss weights after anemoi's defaults (z 12, t 6, sp 10, u 0.8, v 0.5,
+#: q 0.6, 2d 0.5, 10u/10v 0.1, tp 0.025; everything else 1), keyed by WB2 names.
+ANEMOI_VARIABLE_WEIGHTS: dict[str, float] = {
+    "default": 1.0,
+    "geopotential": 12.0,
+    "temperature": 6.0,
+    "surface_pressure": 10.0,
+    "u_component_of_wind": 0.8,
+    "v_component_of_wind": 0.5,
+    "specific_humidity": 0.6,
+    "2m_dewpoint_temperature": 0.5,
+    "10m_u_component_of_wind": 0.1,
+    "10m_v_component_of_wind": 0.1,
+    "total_precipitation_6hr": 0.025,
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build: ``atmos.models.build(name, **params)``.
+
+    The trainer adds what it knows from the data (channel schema, grid) to ``params``;
+    see :func:`atmos.train.loop.build_model`.
+    """
+
+    name: str = "vit"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Training data: where it is, which channels, which grid, how it is normalized.
+
+    Attributes
+    ----------
+    source : str
+        Catalog name (``speedy-world``), local path (zarr/netCDF) or URL, opened with
+        :func:`atmos.io.open_dataset`.
+    period : [start, end] or None
+        Inclusive time slice of the training data (ISO strings); None = all of it.
+    variables : list of str
+        Prognostic variables (model inputs and outputs).
+    levels : list of int or None
+        Pressure levels (hPa) of the 3-D variables; None = all levels in the data.
+    forcings : list of str
+        Known-in-advance inputs (e.g. ``toa_incident_solar_radiation``).
+    statics : list of str
+        Time-invariant inputs (``land_sea_mask``, ``geopotential_at_surface``).
+    history : int
+        Number of input time steps.
+    grid : {"latlon", "healpix"}
+        Grid the model runs on. ``healpix`` regrids the lat-lon data to HEALPix
+        ``nside`` (nested order) with :func:`atmos.io.regrid.to_healpix` once, before
+        the windows are cut.
+    nside : int or None
+        HEALPix resolution (required for ``grid: healpix``).
+    regrid_method : str
+        ``bilinear`` | ``conservative`` | ``nearest``.
+    normalization : {"residual", "state"}
+        ``residual``: the model predicts the increment ``x[t+1] - x[t]`` divided by the
+        residual std (``compute_stats``' ``residual_std``); the loss is the state error
+        divided by the residual std. ``state``: the model predicts the normalized next
+        state; the loss is the state error divided by the state std. Inputs are always
+        ``(x - mean) / std``.
+    stats : str or None
+        Path of precomputed statistics (``.nc``/``.zarr``, :func:`atmos.io.stats.save_stats`);
+        None = computed from the training period at the start of the run.
+    batch_size : int
+        Samples per optimizer step **per process**.
+    num_workers : int
+        DataLoader workers.
+    in_memory : bool
+        Load the selected data into memory before training (fast for small cubes).
+    sample_stride : int
+        Use every n-th window start for training.
+    """
+
+    source: str = "speedy-world"
+    period: list[str] | None = None
+    variables: list[str] = field(default_factory=lambda: ["geopotential", "temperature"])
+    levels: list[int] | None = None
+    forcings: list[str] = field(default_factory=list)
+    statics: list[str] = field(default_factory=list)
+    history: int = 1
+    grid: str = "latlon"
+    nside: int | None = None
+    regrid_method: str = "bilinear"
+    normalization: str = "residual"
+    stats: str | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    in_memory: bool = True
+    sample_stride: int = 1
+
+
+@dataclass
+class ValidationConfig:
+    """Validation at the end of each epoch: RMSE per channel at each lead step, in
+    physical units, for the model and for persistence on the same samples.
+
+    ``source: null`` disables validation. ``samples`` windows are taken evenly spaced
+    over the validation period (None = all windows); ``steps`` lead steps are rolled out.
+    """
+
+    source: str | None = "speedy-world-val"
+    period: list[str] | None = None
+    samples: int | None = 32
+    steps: int = 4
+    batch_size: int | None = None
+    every_epochs: int = 1
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW (betas default to anemoi's (0.9, 0.95)); optional EMA of the weights.
+
+    ``grad_clip`` is the max total gradient norm (None disables clipping).
+    ``ema_decay`` (e.g. 0.999) keeps an exponential moving average of the weights;
+    checkpoints then store the EMA weights in ``model.safetensors`` (used for
+    validation and inference) and the raw weights in the training state.
+    """
+
+    name: str = "adamw"
+    lr: float = 1.0e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1.0e-8
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Cosine learning-rate schedule with linear warm-up.
+
+    The lr rises linearly from ``lr * warmup_start_factor`` to ``lr`` over
+    ``warmup_steps`` optimizer steps, then follows a cosine down to ``min_lr`` at the
+    last step of the last epoch. ``max_steps_per_epoch`` caps an epoch (quick runs).
+    """
+
+    epochs: int = 10
+    warmup_steps: int = 100
+    warmup_start_factor: float = 0.01
+    min_lr: float = 0.0
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
+class MultistepConfig:
+    """Autoregressive multi-step training with a rollout curriculum.
+
+    Attributes
+    ----------
+    steps : int
+        Rollout length K at epoch 0.
+    gradient : str
+        ``detached`` (CREDIT: each step's input is the previous prediction detached;
+        every step's loss is backpropagated at once), ``full`` (anemoi: backprop
+        through the whole rollout) or ``truncated:N`` (gradients flow through at most
+        N consecutive steps: the state is detached every N steps).
+    step_weights : list of float or None
+        Loss weight of each step (length >= ``maximum``); None = equal weights.
+        The per-sample loss is ``sum_k w_k L_k / sum_k w_k`` over the K steps used.
+    epoch_increment : int
+        K grows by this much every ``increment_every`` epochs (anemoi's
+        ``rollout.epoch_increment``), up to ``maximum``.
+    maximum : int or None
+        Largest K (anemoi's ``rollout.maximum``); None = ``steps``. Training windows
+        always hold ``maximum`` targets, so the sample set is the same at every K.
+    """
+
+    steps: int = 1
+    gradient: str = "detached"
+    step_weights: list[float] | None = None
+    epoch_increment: int = 0
+    increment_every: int = 1
+    maximum: int | None = None
+
+    def steps_at(self, epoch: int) -> int:
+        """Rollout length K used in ``epoch`` (0-based)."""
+        k = self.steps + self.epoch_increment * (epoch // max(1, self.increment_every))
+        return int(min(k, self.max_steps))
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.maximum if self.maximum is not None else self.steps)
+
+
+@dataclass
+class LossConfig:
+    """Area-weighted MSE in normalized units with per-variable and per-level weights.
+
+    ``variable_weights`` maps variable names to weights (``default`` for the rest;
+    anemoi's defaults). ``level_weighting``: ``linear`` (``0.2 + 0.001 p``),
+    ``relu`` (``max(0.2, 0.001 p)``), or ``none``; it applies to variables on pressure
+    levels. ``area_weighted: false`` treats every cell equally.
+    """
+
+    name: str = "mse"
+    area_weighted: bool = True
+    variable_weights: dict[str, float] = field(default_factory=lambda: dict(ANEMOI_VARIABLE_WEIGHTS))
+    level_weighting: str = "linear"
+
+
+@dataclass
+class OutputConfig:
+    """Where the run is written: ``{dir}/{name}/`` (see :mod:`atmos.train.checkpoint`).
+
+    ``name`` defaults to the config file's stem (or the model name). An existing run
+    directory with checkpoints is only reused with ``resume`` (``--resume``) or
+    ``overwrite: true``.
+    """
+
+    dir: str = "runs"
+    name: str | None = None
+    overwrite: bool = False
+    checkpoint_every_steps: int | None = None
+    keep_checkpoints: int = 2
+    log_every_steps: int = 10
+    progress: bool = True
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration (see the module docstring for the YAML form).
+
+    ``device``: ``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``.
+    ``precision``: ``auto`` (bf16 autocast on a GPU that supports it, else fp16 with
+    loss scaling; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+    ``deterministic`` asks torch for deterministic kernels (warn-only).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    multistep: MultistepConfig = field(default_factory=MultistepConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    deterministic: bool = True
+
+
+# -- conversion ---------------------------------------------------------------------------
+
+
+def _suggest(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value against a (simple) type hint; raise ConfigError otherwise."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where} must not be null (expected {_type_name(tp)}).")
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}.")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping of {sorted(f.name for f in dataclasses.fields(tp))}, got {value!r}.")
+        return _from_mapping(tp, value, where)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{where} must be a list, got {value!r} ({type(value).__name__}).")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        kt, vt = typing.get_args(tp) or (str, Any)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r} ({type(value).__name__}).")
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}.")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_mapping(cls: type, d: Mapping[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in d.items():
+        key = str(key)
+        if key not in names:
+            section = where or "the config"
+            raise ConfigError(
+                f"unknown key {key!r} in {section}; valid keys are {names}.{_suggest(key, names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def config_from_dict(d: Mapping[str, Any] | None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a nested mapping."""
+    cfg = _from_mapping(TrainConfig, d or {}, "")
+    validate_config(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain nested dicts/lists (YAML and JSON serializable)."""
+    return dataclasses.asdict(cfg)
+
+
+# -- overrides ----------------------------------------------------------------------------
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+
+
+def _apply_override(d: dict[str, Any], text: str) -> None:
+    m = _OVERRIDE.match(text.strip())
+    if not m:
+        raise ConfigError(
+            f"cannot parse override {text!r}: expected KEY=VALUE with a dotted key, "
+            "e.g. optimizer.lr=3e-4 or model.params.depth=4."
+        )
+    key, raw = m.group(1), m.group(2)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse the value of override {text!r} as YAML: {err}") from None
+    parts = key.split(".")
+    node: Any = d
+    cls: Any = TrainConfig
+    for i, part in enumerate(parts[:-1]):
+        if cls is not None:
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                where = ".".join(parts[:i]) or "the config"
+                raise ConfigError(
+                    f"unknown key {part!r} in {where} (override {text!r}); valid keys are {names}.{_suggest(part, names)}"
+                )
+            tp = _hints(cls)[part]
+            cls = tp if dataclasses.is_dataclass(tp) else None
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section.")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {str(k): _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def load_config(
+    source: str | os.PathLike | Mapping[str, Any] | TrainConfig | None = None,
+    overrides: Sequence[str] = (),
+) -> TrainConfig:
+    """Load a training config from YAML (path), a mapping or a TrainConfig, then apply overrides.
+
+    Parameters
+    ----------
+    source : path, mapping, TrainConfig or None
+        YAML file, nested dict, or an existing config (copied). None = all defaults.
+    overrides : sequence of str
+        ``"section.key=value"`` strings; values are parsed as YAML
+        (``optimizer.lr=3e-4``, ``data.levels=[500,850]``, ``validation.source=null``).
+
+    Returns
+    -------
+    TrainConfig
+        Validated. When read from a file and ``output.name`` is unset, the run name
+        is the file's stem.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid YAML, unknown keys (the valid ones are listed), wrong
+        types or inconsistent values.
+    """
+    stem = None
+    if source is None:
+        d: dict[str, Any] = {}
+    elif isinstance(source, TrainConfig):
+        d = config_to_dict(source)
+    elif isinstance(source, Mapping):
+        d = _deep_copy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML training config.")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level, got {type(loaded).__name__}.")
+        d = _deep_copy(loaded)
+        stem = path.stem
+    for text in overrides:
+        _apply_override(d, text)
+    cfg = config_from_dict(d)
+    if cfg.output.name is None:
+        cfg.output.name = stem or cfg.model.name
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from atmos.train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def parse_gradient_mode(mode: str) -> int | None:
+    """Chunk length of a gradient mode: ``detached`` -> 1, ``truncated:N`` -> N, ``full`` -> None.
+
+    Raises
+    ------
+    ConfigError
+        For anything else.
+    """
+    m = str(mode).strip().lower()
+    if m == "detached":
+        return 1
+    if m == "full":
+        return None
+    if m.startswith("truncated:"):
+        try:
+            n = int(m.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+    raise ConfigError(
+        f"multistep.gradient must be 'detached', 'full' or 'truncated:N' with N >= 1, got {mode!r}."
+    )
+
+
+def _choice(value: str, valid: Sequence[str], where: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{where} must be one of {list(valid)}, got {value!r}.{_suggest(str(value), valid)}")
+
+
+def _positive(value: float | int | None, where: str, allow_zero: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check values that types alone do not constrain; raise ConfigError naming the field."""
+    d, ms, opt, sch, val = cfg.data, cfg.multistep, cfg.optimizer, cfg.schedule, cfg.validation
+    if not cfg.model.name:
+        raise ConfigError("model.name is empty; set it to a registered model (see atmos.models).")
+    if not d.variables:
+        raise ConfigError("data.variables is empty: list the prognostic variables to train on.")
+    for name in ("variables", "forcings", "statics"):
+        vals = getattr(d, name)
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        if dup:
+            raise ConfigError(f"data.{name} lists {dup} more than once.")
+    both = sorted(set(d.variables) & (set(d.forcings) | set(d.statics)))
+    if both:
+        raise ConfigError(f"{both} are listed as prognostic variables and as forcings/statics; use one role each.")
+    _choice(d.grid, ("latlon", "healpix"), "data.grid")
+    if d.grid == "healpix":
+        if d.nside is None or d.nside < 1 or d.nside & (d.nside - 1):
+            raise ConfigError(f"data.grid is 'healpix' but data.nside is {d.nside!r}; set a power of two such as 16 or 32.")
+    _choice(d.regrid_method, ("bilinear", "conservative", "nearest"), "data.regrid_method")
+    _choice(d.normalization, ("residual", "state"), "data.normalization")
+    _positive(d.history, "data.history")
+    _positive(d.batch_size, "data.batch_size")
+    _positive(d.num_workers, "data.num_workers", allow_zero=True)
+    _positive(d.sample_stride, "data.sample_stride")
+    for where, period in (("data.period", d.period), ("validation.period", val.period)):
+        if period is not None and len(period) != 2:
+            raise ConfigError(f"{where} must be [start, end] (ISO dates), got {period!r}.")
+    _positive(val.steps, "validation.steps")
+    _positive(val.samples, "validation.samples", allow_none=True)
+    _positive(val.batch_size, "validation.batch_size", allow_none=True)
+    _positive(val.every_epochs, "validation.every_epochs")
+    _choice(opt.name.lower(), ("adamw",), "optimizer.name")
+    _positive(opt.lr, "optimizer.lr")
+    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {opt.betas!r}.")
+    _positive(opt.weight_decay, "optimizer.weight_decay", allow_zero=True)
+    _positive(opt.grad_clip, "optimizer.grad_clip", allow_none=True)
+    if opt.ema_decay is not None and not 0 < opt.ema_decay < 1:
+        raise ConfigError(f"optimizer.ema_decay must be in (0, 1) (e.g. 0.999) or null, got {opt.ema_decay!r}.")
+    _positive(sch.epochs, "schedule.epochs")
+    _positive(sch.warmup_steps, "schedule.warmup_steps", allow_zero=True)
+    _positive(sch.min_lr, "schedule.min_lr", allow_zero=True)
+    if sch.min_lr > opt.lr:
+        raise ConfigError(f"schedule.min_lr ({sch.min_lr}) is larger than optimizer.lr ({opt.lr}).")
+    if not 0 < sch.warmup_start_factor <= 1:
+        raise ConfigError(f"schedule.warmup_start_factor must be in (0, 1], got {sch.warmup_start_factor!r}.")
+    _positive(sch.max_steps_per_epoch, "schedule.max_steps_per_epoch", allow_none=True)
+    _positive(ms.steps, "multistep.steps")
+    parse_gradient_mode(ms.gradient)
+    _positive(ms.epoch_increment, "multistep.epoch_increment", allow_zero=True)
+    _positive(ms.increment_every, "multistep.increment_every")
+    if ms.maximum is not None and ms.maximum < ms.steps:
+        raise ConfigError(f"multistep.maximum ({ms.maximum}) is smaller than multistep.steps ({ms.steps}).")
+    if ms.step_weights is not None:
+        if len(ms.step_weights) < ms.max_steps:
+            raise ConfigError(
+                f"multistep.step_weights has {len(ms.step_weights)} entries but up to {ms.max_steps} steps are "
+                "trained; give one weight per step (or null for equal weights)."
+            )
+        if any(w < 0 for w in ms.step_weights) or sum(ms.step_weights[: ms.steps]) <= 0:
+            raise ConfigError(f"multistep.step_weights must be >= 0 with a positive sum, got {ms.step_weights!r}.")
+    _choice(cfg.loss.name, ("mse",), "loss.name")
+    _choice(cfg.loss.level_weighting, ("linear", "relu", "none"), "loss.level_weighting")
+    bad = {k: v for k, v in cfg.loss.variable_weights.items() if not isinstance(v, float) or v < 0}
+    if bad:
+        raise ConfigError(f"loss.variable_weights must be numbers >= 0, got {bad!r}.")
+    _positive(cfg.output.checkpoint_every_steps, "output.checkpoint_every_steps", allow_none=True)
+    _positive(cfg.output.keep_checkpoints, "output.keep_checkpoints")
+    _positive(cfg.output.log_every_steps, "output.log_every_steps")
+    _choice(cfg.device.split(":")[0], ("auto", "cpu", "cuda"), "device")
+    _choice(cfg.precision, ("auto", "fp32", "bf16", "fp16"), "precision")

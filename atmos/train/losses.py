@@ -1,0 +1,160 @@
+"""Area-weighted MSE in normalized units, with per-variable and per-level weights.
+
+For a prediction ``p`` and target ``y`` of shape ``[B, C, *grid]``::
+
+    L = mean_b  sum_c w_c  sum_g a_g ((p - y) / s_c)^2  /  sum_c w_c
+
+with ``a_g`` the normalized cell areas of the grid (summing to 1: the same weights as
+:func:`atmos.io.coords.area_weights` and the evaluation metrics), ``w_c`` the channel
+weight (variable weight times pressure-level weight) and ``s_c`` an optional
+per-channel scale (e.g. residual std / state std when ``p`` and ``y`` are normalized
+states: then the loss is the error in units of the residual std).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from atmos.errors import ConfigError, GridError
+
+__all__ = [
+    "AreaWeightedMSE",
+    "channel_weights",
+    "grid_area_weights",
+    "level_weight",
+    "weighted_mse",
+]
+
+
+def level_weight(level: float | None, mode: str = "linear") -> float:
+    """Loss weight of a pressure level (hPa); 1 for single-level variables.
+
+    ``linear``: ``0.2 + 0.001 p``; ``relu``: ``max(0.2, 0.001 p)`` (anemoi's pressure
+    level scalers); ``none``: 1.
+    """
+    if level is None or mode == "none":
+        return 1.0
+    p = float(level)
+    if mode == "linear":
+        return 0.2 + 0.001 * p
+    if mode == "relu":
+        return max(0.2, 0.001 * p)
+    raise ConfigError(f"level weighting must be 'linear', 'relu' or 'none', got {mode!r}.")
+
+
+def channel_weights(
+    channels: Sequence[tuple[str, float | None]],
+    variable_weights: Mapping[str, float] | None = None,
+    level_weighting: str = "linear",
+) -> torch.Tensor:
+    """Weights ``w_c`` of each ``(variable, level or None)`` channel, shape ``[C]``.
+
+    ``variable_weights`` maps names to weights, with ``default`` for unlisted ones
+    (1 when absent).
+    """
+    vw = dict(variable_weights or {})
+    default = float(vw.get("default", 1.0))
+    w = [float(vw.get(name, default)) * level_weight(level, level_weighting) for name, level in channels]
+    out = torch.tensor(w, dtype=torch.float32)
+    if out.numel() and out.sum() <= 0:
+        raise ConfigError(
+            f"all channel loss weights are 0 for channels {list(channels)}; check loss.variable_weights."
+        )
+    return out
+
+
+def grid_area_weights(grid) -> torch.Tensor:
+    """Normalized cell areas of an atmos grid (``LatLonGrid`` ``[nlat, nlon]``, ``HealpixGrid`` ``[npix]``)."""
+    w = np.asarray(grid.area_weights(), dtype=np.float64)
+    return torch.as_tensor(w / w.sum(), dtype=torch.float32)
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """Area-weighted mean squared error over the trailing grid dims.
+
+    Parameters
+    ----------
+    pred, target : Tensor ``[..., *grid]``
+    area : Tensor ``[*grid]``
+        Weights summing to 1.
+
+    Returns
+    -------
+    Tensor ``[...]``
+        ``sum_g a_g (pred - target)^2`` (float32 or wider).
+    """
+    nd = area.ndim
+    if tuple(pred.shape[-nd:]) != tuple(area.shape) or pred.shape != target.shape:
+        raise GridError(
+            f"weighted_mse: expected pred and target [..., {tuple(area.shape)}] of equal shape, "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
+    err = (pred.float() - target.float()) ** 2
+    return (err * area.to(err.dtype)).flatten(-nd).sum(-1)
+
+
+class AreaWeightedMSE(nn.Module):
+    """Area-weighted, channel-weighted MSE (see the module docstring).
+
+    Parameters
+    ----------
+    area : Tensor ``[*grid]``
+        Cell weights (normalized to sum 1 here); None weighs cells equally.
+    channel_weight : Tensor ``[C]``, optional
+        ``w_c`` (default 1).
+    scale : Tensor ``[C]``, optional
+        ``s_c``: errors are divided by it (default 1).
+    grid_shape : tuple, optional
+        Spatial shape, needed when ``area`` is None.
+    """
+
+    def __init__(
+        self,
+        area: torch.Tensor | None,
+        channel_weight: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        grid_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if area is None:
+            if grid_shape is None:
+                raise ValueError("AreaWeightedMSE needs area weights or grid_shape.")
+            area = torch.ones(tuple(grid_shape))
+        area = torch.as_tensor(area, dtype=torch.float32)
+        self.register_buffer("area", area / area.sum(), persistent=False)
+        self.register_buffer(
+            "channel_weight",
+            None if channel_weight is None else torch.as_tensor(channel_weight, dtype=torch.float32),
+            persistent=False,
+        )
+        self.register_buffer(
+            "inv_scale", None if scale is None else 1.0 / torch.as_tensor(scale, dtype=torch.float32), persistent=False
+        )
+
+    def extra_repr(self) -> str:
+        c = None if self.channel_weight is None else self.channel_weight.numel()
+        return f"grid={tuple(self.area.shape)}, channels={c}, scaled={self.inv_scale is not None}"
+
+    def per_channel(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scaled area-weighted MSE per sample and channel, ``[B, C]`` (no channel weights)."""
+        nd = self.area.ndim
+        c = pred.shape[-nd - 1]
+        for name, buf in (("channel weights", self.channel_weight), ("scales", self.inv_scale)):
+            if buf is not None and buf.numel() != c:
+                raise GridError(f"loss has {buf.numel()} {name} but the prediction has {c} channels ({tuple(pred.shape)}).")
+        mse = weighted_mse(pred, target, self.area)
+        if self.inv_scale is not None:
+            mse = mse * self.inv_scale**2
+        return mse
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of ``pred``/``target`` ``[B, C, *grid]``."""
+        mse = self.per_channel(pred, target)
+        if self.channel_weight is None:
+            return mse.mean()
+        w = self.channel_weight
+        return (mse * w).sum(-1).div(w.sum()).mean()
