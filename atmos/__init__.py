@@ -7,6 +7,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
+from atmos import accessor as _accessor  # noqa: F401  (registers ds.atmos)
 from atmos.errors import AtmosError
+from atmos.io.open import open_dataset
 
-__all__ = ["AtmosError", "__version__"]
+__all__ = ["AtmosError", "__version__", "open_dataset"]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Real-data check of linear pattern scaling (LPS) on IPSL-CM6A-LR annual ``tas``.
 
 Data: ``../shared/data/cmip6-ipsl`` (cmip6-ng, regridded to 20 x 20 cells: 9 deg latitude x

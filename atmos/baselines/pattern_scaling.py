@@ -27,9 +27,11 @@ Conventions
   (``latitude``/``longitude``, HEALPix ``cell``, ``level``, ...) is a "point" with
   its own coefficients.
 * Scenarios of different lengths (``historical`` 1850-2014, ``ssp585``
-  2015-2100) can be passed as a mapping ``{scenario: dataset}`` or as one array
-  NaN-padded along ``time``; samples where every field value is missing are
-  padding and are dropped. The driver must be finite at every other sample.
+  2015-2100) are best passed as mappings ``{scenario: dataset}`` (and
+  ``{scenario: driver}``); one array NaN-padded along ``time`` with a ``scenario``
+  dimension works too. Samples where every field value is missing are padding
+  and are skipped. The driver must have a finite value at every other sample
+  (it may cover more years than the fields; those are ignored).
 * The GMST used for training is the area-weighted global mean with
   :func:`atmos.io.coords.area_weights` (exact normalized cell areas on lat-lon
   grids, equal areas on HEALPix) of the ensemble-mean temperature field. The
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -89,42 +91,8 @@ def ensemble_mean(x: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
         return x.mean(MEMBER_DIM, skipna=True, keep_attrs=True)
 
 
-def _concat_scenarios(items: Mapping[Hashable, Any], what: str) -> Any:
-    if not items:
-        raise DataError(f"empty mapping of {what}: expected {{scenario: data, ...}} with at least one entry.")
-    objs = []
-    for name, obj in items.items():
-        if not isinstance(obj, xr.Dataset | xr.DataArray):
-            raise DataError(
-                f"{what}[{name!r}] is a {type(obj).__name__}; expected an xarray Dataset or DataArray "
-                "with a 'time' dimension."
-            )
-        if "scenario" in obj.dims:
-            raise DataError(
-                f"{what}[{name!r}] already has a 'scenario' dimension; pass either a mapping "
-                "{scenario: data} or one array with a 'scenario' dimension, not both."
-            )
-        objs.append(obj)
-    _check_same_points(objs, list(items), what)
-    names = [str(k) for k in items]
-    return xr.concat(objs, dim=xr.Variable("scenario", names), join="outer", coords="minimal",
-                     compat="override", combine_attrs="drop_conflicts")
-
-
-def _check_same_points(objs: Sequence[Any], names: Sequence[Hashable], what: str) -> None:
-    """Scenario pieces must share their non-sample coordinates (same grid)."""
-    ref = objs[0]
-    for name, obj in zip(names[1:], objs[1:], strict=True):
-        for dim in set(ref.dims) & set(obj.dims):
-            if dim in (*SAMPLE_DIMS, MEMBER_DIM) or dim not in ref.coords or dim not in obj.coords:
-                continue
-            a, b = np.asarray(ref[dim].values), np.asarray(obj[dim].values)
-            if a.shape != b.shape or not np.array_equal(a, b):
-                raise GridError(
-                    f"{what}[{name!r}] has a different {dim!r} coordinate than {what}[{names[0]!r}] "
-                    f"({b.size} values {_span(b)} vs {a.size} values {_span(a)}): all scenarios must be "
-                    "on the same grid. Regrid them first (atmos.io.regrid)."
-                )
+def _is_mapping(x: Any) -> bool:
+    return isinstance(x, Mapping) and not isinstance(x, xr.Dataset | xr.DataArray)
 
 
 def _span(v: np.ndarray) -> str:
@@ -134,24 +102,52 @@ def _span(v: np.ndarray) -> str:
     return f"[{v[0]}..{v[-1]}]" if v.size > 1 else f"[{v[0]}]"
 
 
-def _as_fields(fields: Fields) -> xr.Dataset:
-    if isinstance(fields, Mapping) and not isinstance(fields, xr.Dataset):
-        fields = _concat_scenarios(fields, "fields")
-    if isinstance(fields, xr.DataArray):
-        fields = fields.to_dataset(name=fields.name if fields.name is not None else "field")
-    if not isinstance(fields, xr.Dataset):
+def _fmt(v: Any) -> str:
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+def _blocks(obj: Any, what: str) -> dict[str | None, Any]:
+    """Split into per-scenario pieces: ``{scenario: obj}``, or ``{None: obj}`` without scenarios."""
+    if _is_mapping(obj):
+        if not obj:
+            raise DataError(f"empty mapping of {what}: expected {{scenario: data, ...}} with at least one entry.")
+        out = {}
+        for name, item in obj.items():
+            if not isinstance(item, xr.Dataset | xr.DataArray):
+                raise DataError(
+                    f"{what}[{name!r}] is a {type(item).__name__}; expected an xarray Dataset or DataArray "
+                    "with a 'time' dimension."
+                )
+            if "scenario" in item.dims:
+                raise DataError(
+                    f"{what}[{name!r}] already has a 'scenario' dimension; pass either a mapping "
+                    "{scenario: data} or one array with a 'scenario' dimension, not both."
+                )
+            out[str(name)] = item
+        return out
+    if not isinstance(obj, xr.Dataset | xr.DataArray):
         raise DataError(
-            f"fields is a {type(fields).__name__}; expected an xarray Dataset/DataArray or a mapping "
-            "{scenario: Dataset}."
+            f"{what} is a {type(obj).__name__}; expected an xarray Dataset/DataArray or a mapping "
+            "{scenario: data}."
         )
-    if "time" not in fields.dims:
+    if "scenario" in obj.dims:
+        names = obj["scenario"].values if "scenario" in obj.coords else np.arange(obj.sizes["scenario"])
+        return {str(s): obj.isel(scenario=i, drop=True) for i, s in enumerate(names)}
+    return {None: obj}
+
+
+def _prep_fields(ds: xr.Dataset | xr.DataArray, label: str | None) -> xr.Dataset:
+    where = "fields" if label is None else f"fields[{label!r}]"
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset(name=ds.name if ds.name is not None else "field")
+    if "time" not in ds.dims:
         raise DataError(
-            f"fields have no 'time' dimension (dims {sorted(map(str, fields.dims))}); pattern scaling "
+            f"{where} have no 'time' dimension (dims {sorted(map(str, ds.dims))}); pattern scaling "
             "regresses over years: rename the time dimension to 'time'."
         )
-    if not fields.data_vars:
-        raise DataError("fields has no data variables; pass the variables to emulate (e.g. ds[['tas']]).")
-    for name, var in fields.data_vars.items():
+    if not ds.data_vars:
+        raise DataError(f"{where} has no data variables; pass the variables to emulate (e.g. ds[['tas']]).")
+    for name, var in ds.data_vars.items():
         if "time" not in var.dims:
             raise DataError(
                 f"variable {name!r} has no 'time' dimension (dims {var.dims}); drop static variables "
@@ -159,60 +155,96 @@ def _as_fields(fields: Fields) -> xr.Dataset:
             )
         if not np.issubdtype(var.dtype, np.number):
             raise DataError(f"variable {name!r} has non-numeric dtype {var.dtype}; expected numbers.")
-    return ensemble_mean(fields)
+        if name == STAGE1_VAR:
+            raise DataError(f"a field may not be called {STAGE1_VAR!r} (reserved); rename it.")
+    return ensemble_mean(ds)
 
 
-def _as_driver(driver: Driver, what: str = "driver") -> xr.DataArray:
-    if isinstance(driver, Mapping) and not isinstance(driver, xr.DataArray | xr.Dataset):
-        driver = _concat_scenarios(driver, what)
-    if isinstance(driver, xr.Dataset):
-        if len(driver.data_vars) != 1:
+def _prep_driver(d: Any, what: str) -> xr.DataArray:
+    if isinstance(d, xr.Dataset):
+        if len(d.data_vars) != 1:
             raise DataError(
-                f"{what} is a Dataset with variables {list(driver.data_vars)}; expected one DataArray "
+                f"{what} is a Dataset with variables {list(d.data_vars)}; expected one DataArray "
                 "(a 1-D series per scenario). Pick the variable, e.g. ds['co2_cumulative']."
             )
-        driver = next(iter(driver.data_vars.values()))
-    if not isinstance(driver, xr.DataArray):
+        d = next(iter(d.data_vars.values()))
+    d = ensemble_mean(d)
+    if d.dims != ("time",):
         raise DataError(
-            f"{what} is a {type(driver).__name__}; expected an xarray DataArray with dims ('time',) or "
-            "('scenario', 'time'), or a mapping {scenario: DataArray}."
+            f"{what} has dims {d.dims}; expected ('time',) per scenario, i.e. ('time',) or ('scenario', 'time') "
+            "overall (plus an optional 'member' dimension, which is averaged). A global driver is one number "
+            "per scenario and year: take the global mean first (atmos.baselines.gmst)."
         )
-    driver = ensemble_mean(driver)
-    extra = [d for d in driver.dims if d not in SAMPLE_DIMS]
-    if "time" not in driver.dims or extra:
-        raise DataError(
-            f"{what} has dims {driver.dims}; expected ('time',) or ('scenario', 'time') (plus an optional "
-            "'member' dimension, which is averaged). A global driver is one number per scenario and year: "
-            "take the global mean first (atmos.baselines.gmst)."
-        )
-    if not np.issubdtype(driver.dtype, np.number):
-        raise DataError(f"{what} has non-numeric dtype {driver.dtype}; expected numbers.")
-    return driver.transpose(*[d for d in SAMPLE_DIMS if d in driver.dims]).astype(np.float64)
+    if not np.issubdtype(d.dtype, np.number):
+        raise DataError(f"{what} has non-numeric dtype {d.dtype}; expected numbers.")
+    return d.astype(np.float64)
 
 
-def _check_aligned(driver: xr.DataArray, fields: xr.Dataset | xr.DataArray, what: str = "driver") -> list[str]:
-    """The driver's sample dims and coordinates must equal the fields' ones exactly."""
-    sdims = [d for d in SAMPLE_DIMS if d in fields.dims]
-    if list(driver.dims) != sdims:
+def _pair(driver: dict, fields: dict, what: str) -> None:
+    if set(driver) == set(fields):
+        return
+    if None in fields or None in driver:
+        side, other = ("the fields", what) if None in fields else (what, "the fields")
         raise DataError(
-            f"{what} has sample dims {driver.dims} but the fields have {tuple(sdims)}: both must have the same "
-            "('scenario',) 'time' dimensions. Give the driver a 'scenario' dimension with the same scenario "
-            "names (or pass both as {scenario: ...} mappings)."
+            f"{side}: no 'scenario' dimension, but {other} have scenarios "
+            f"{sorted(k for k in {**driver, **fields} if k)}: give both the same scenarios (a 'scenario' "
+            "dimension, or {scenario: ...} mappings)."
         )
-    for d in sdims:
-        a = np.asarray(driver[d].values) if d in driver.coords else np.arange(driver.sizes[d])
-        b = np.asarray(fields[d].values) if d in fields.coords else np.arange(fields.sizes[d])
-        if a.shape != b.shape or not np.array_equal(a, b):
+    raise DataError(
+        f"{what} scenarios {sorted(driver)} do not match the fields' scenarios {sorted(fields)}; "
+        "pass the same scenario names on both sides."
+    )
+
+
+def _check_same_points(blocks: dict[str | None, xr.Dataset]) -> None:
+    """Scenario pieces must share their non-sample coordinates (same grid)."""
+    names = list(blocks)
+    ref = blocks[names[0]]
+    for name in names[1:]:
+        obj = blocks[name]
+        for dim in set(ref.dims) & set(obj.dims):
+            if dim in (*SAMPLE_DIMS, MEMBER_DIM) or dim not in ref.coords or dim not in obj.coords:
+                continue
+            a, b = np.asarray(ref[dim].values), np.asarray(obj[dim].values)
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise GridError(
+                    f"fields[{name!r}] has a different {dim!r} coordinate than fields[{names[0]!r}] "
+                    f"({b.size} values {_span(b)} vs {a.size} values {_span(a)}): all scenarios must be "
+                    "on the same grid. Regrid them first (atmos.io.regrid)."
+                )
+        missing = set(ref.data_vars) ^ set(obj.data_vars)
+        if missing:
             raise DataError(
-                f"{what} {d!r} coordinate {_span(a)} ({a.size} values) does not match the fields' {d!r} "
-                f"{_span(b)} ({b.size} values). Select the common values first, e.g. "
-                f"{what}.sel({d}=fields.{d}) or xr.align({what}, fields, join='inner')."
+                f"fields[{name!r}] and fields[{names[0]!r}] have different variables ({sorted(map(str, missing))} "
+                "in only one of them); give every scenario the same variables."
             )
-    return sdims
 
 
-def _years_str(v: Any) -> str:
-    return str(v.item() if hasattr(v, "item") else v)
+def _driver_at(d: xr.DataArray, times: np.ndarray, label: str | None, what: str) -> np.ndarray:
+    """Driver values at the given times (the samples that have field data); loud on gaps and NaN."""
+    dt = np.asarray(d["time"].values) if "time" in d.coords else np.arange(d.sizes["time"])
+    scen = "" if label is None else f"[{label!r}]"
+    if dt.shape == times.shape and np.array_equal(dt, times):
+        vals = d.values
+    else:
+        pos = {v: i for i, v in enumerate(dt.tolist())}
+        missing = [t for t in times.tolist() if t not in pos]
+        if missing:
+            raise DataError(
+                f"{what}{scen} 'time' coordinate {_span(dt)} ({dt.size} values) lacks {len(missing)} of the "
+                f"fields' years with data {_span(times)} (first missing: {_fmt(np.asarray(missing[:1])[0])}). "
+                f"Give the driver a value for every year of the fields, e.g. {what}.sel(time=fields.time), or "
+                f"select the common years with xr.align({what}, fields, join='inner')."
+            )
+        vals = d.values[[pos[t] for t in times.tolist()]]
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        raise DataError(
+            f"{what}{scen} has {int(bad.sum())} NaN/inf value(s) at years where the fields have data, first at "
+            f"time={_fmt(times[np.argmax(bad)])}. Fill them (e.g. {what}.interpolate_na('time')) or drop those "
+            "years from both driver and fields."
+        )
+    return vals
 
 
 def _basis(x: np.ndarray, degree: int, scale: float = 1.0) -> np.ndarray:
@@ -223,10 +255,14 @@ def _basis(x: np.ndarray, degree: int, scale: float = 1.0) -> np.ndarray:
 def _lstsq_columns(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
     """Polynomial least squares of every column of ``y`` on ``x``.
 
+    Complete columns share one thin QR factorization of the (column-scaled) Vandermonde
+    matrix: ``c = R^-1 Q^T y`` costs one [p, n] x [n, m] product. Columns with missing
+    values solve their own masked normal equations (batched).
+
     Parameters
     ----------
     x : ndarray, shape [n]
-        Regressor (finite).
+        Regressor (finite, at least ``degree + 1`` distinct values).
     y : ndarray, shape [n, m]
         Targets; NaN marks a missing value of one column.
 
@@ -236,31 +272,32 @@ def _lstsq_columns(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
         Monomial coefficients ``c`` with ``y ~ sum_k c[k] x**k``; NaN for a column
         with fewer than ``degree + 1`` finite values.
     """
-    n, m = y.shape
+    m = y.shape[1]
     p = degree + 1
     scale = float(np.max(np.abs(x))) or 1.0  # column scaling: conditioning of x**k
     X = _basis(x, degree, scale)
     unscale = scale ** -np.arange(p, dtype=np.float64)
-    coef = np.full((p, m), np.nan)
     finite = np.isfinite(y)
     full = finite.all(axis=0)
+    q, r = np.linalg.qr(X)
+    if full.all():
+        return np.linalg.solve(r, q.T @ y) * unscale[:, None]
+    coef = np.full((p, m), np.nan)
     if full.any():
-        sol, *_ = np.linalg.lstsq(X, y[:, full] if not full.all() else y, rcond=None)
-        coef[:, full] = sol
+        coef[:, full] = np.linalg.solve(r, q.T @ y[:, full])
     part = np.nonzero(~full)[0]
-    if part.size:
-        mask = finite[:, part].astype(np.float64)  # [n, m']
-        yz = np.where(finite[:, part], y[:, part], 0.0)
-        gram = np.einsum("nm,nk,nl->mkl", mask, X, X)  # [m', p, p]
-        rhs = np.einsum("nm,nk->mk", yz, X)  # [m', p]
-        ok = mask.sum(axis=0) >= p
-        if ok.any():
-            g, r = gram[ok], rhs[ok]
-            good = np.linalg.matrix_rank(g) == p
-            sol = np.full((g.shape[0], p), np.nan)
-            if good.any():
-                sol[good] = np.linalg.solve(g[good], r[good][..., None])[..., 0]
-            coef[:, part[ok]] = sol.T
+    mask = finite[:, part].astype(np.float64)  # [n, m']
+    yz = np.where(finite[:, part], y[:, part], 0.0)
+    gram = np.einsum("nm,nk,nl->mkl", mask, X, X)  # [m', p, p]
+    rhs = np.einsum("nm,nk->mk", yz, X)  # [m', p]
+    ok = mask.sum(axis=0) >= p
+    if ok.any():
+        g, rr = gram[ok], rhs[ok]
+        good = np.linalg.matrix_rank(g) == p
+        sol = np.full((g.shape[0], p), np.nan)
+        if good.any():
+            sol[good] = np.linalg.solve(g[good], rr[good][..., None])[..., 0]
+        coef[:, part[ok]] = sol.T
     return coef * unscale[:, None]
 
 
@@ -279,15 +316,55 @@ def _check_degree(degree: Any) -> int:
     return int(degree)
 
 
-def _flatten_samples(var: xr.DataArray, sdims: list[str]) -> tuple[np.ndarray, list[str]]:
-    """[samples, points] float64 view of a variable and the names of its point dims."""
-    rest = [d for d in var.dims if d not in sdims]
-    arr = var.transpose(*sdims, *rest).values.astype(np.float64, copy=False)
-    nsamp = int(np.prod([var.sizes[d] for d in sdims]))
-    return arr.reshape(nsamp, -1), rest
+def _rows(var: xr.DataArray) -> np.ndarray:
+    """[time, points] float64 view/copy of a per-scenario variable."""
+    rest = [d for d in var.dims if d != "time"]
+    arr = var.transpose("time", *rest).values
+    return np.asarray(arr, dtype=np.float64).reshape(var.sizes["time"], -1)
 
 
-def gmst(fields: Fields, variable: str | None = None) -> xr.DataArray:
+class _Samples:
+    """Training samples gathered from per-scenario blocks without NaN padding."""
+
+    def __init__(self, fields: Fields) -> None:
+        raw = _blocks(fields, "fields")
+        self.blocks = {k: _prep_fields(v, k) for k, v in raw.items()}
+        _check_same_points(self.blocks)
+        self.labels = list(self.blocks)
+        first = self.blocks[self.labels[0]]
+        self.variables = [str(v) for v in first.data_vars]
+        self.rows: dict[str | None, dict[str, np.ndarray]] = {}
+        self.times: dict[str | None, np.ndarray] = {}
+        for k, ds in self.blocks.items():
+            rows = {v: _rows(ds[v]) for v in self.variables}
+            has = np.zeros(ds.sizes["time"], dtype=bool)
+            for y in rows.values():
+                has |= np.isfinite(y).any(axis=1)
+            self.rows[k] = {v: y[has] if not has.all() else y for v, y in rows.items()}
+            t = np.asarray(ds["time"].values) if "time" in ds.coords else np.arange(ds.sizes["time"])
+            self.times[k] = t[has]
+        self.n = sum(t.size for t in self.times.values())
+        if self.n == 0:
+            raise DataError("every field value is NaN: nothing to fit.")
+
+    def series(self, driver: Driver, what: str) -> np.ndarray:
+        """A driver's values at the samples, concatenated in block order, shape [n]."""
+        blocks = _blocks(driver, what)
+        _pair(blocks, self.blocks, what)
+        return np.concatenate(
+            [_driver_at(_prep_driver(blocks[k], what), self.times[k], k, what) for k in self.labels]
+        )
+
+    def matrix(self, var: str) -> np.ndarray:
+        """All samples of one variable, shape [n, points]."""
+        parts = [self.rows[k][var] for k in self.labels]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def template(self, var: str) -> xr.DataArray:
+        return self.blocks[self.labels[0]][var].isel(time=0, drop=True)
+
+
+def gmst(fields: Fields, variable: str | None = None) -> xr.DataArray | dict[str, xr.DataArray]:
     """Global-mean surface temperature of (ensemble-mean) fields, area-weighted.
 
     Parameters
@@ -301,16 +378,18 @@ def gmst(fields: Fields, variable: str | None = None) -> xr.DataArray:
 
     Returns
     -------
-    DataArray, dims ``(scenario?, time)``
+    DataArray, dims ``(scenario?, time)`` (a dict {scenario: DataArray} for a mapping)
         Weighted with the normalized cell areas of :func:`atmos.io.coords.area_weights`
         (not ``cos(lat)``); NaN cells are skipped; all-NaN (padding) samples give NaN.
     """
+    if _is_mapping(fields):
+        return {str(k): gmst(v, variable) for k, v in fields.items()}
     if isinstance(fields, xr.DataArray):
         da = fields
+    elif isinstance(fields, xr.Dataset):
+        da = fields[_temperature_name(fields, variable)]
     else:
-        ds = _as_fields(fields)
-        name = _temperature_name(ds, variable)
-        da = ds[name]
+        raise DataError(f"fields is a {type(fields).__name__}; expected an xarray Dataset/DataArray or a mapping.")
     da = ensemble_mean(da)
     out = global_mean(da)
     other = [d for d in out.dims if d not in SAMPLE_DIMS]
@@ -323,6 +402,9 @@ def gmst(fields: Fields, variable: str | None = None) -> xr.DataArray:
     out.attrs = {"long_name": "global-mean surface temperature", "weights": "cell area",
                  **({"units": da.attrs["units"]} if "units" in da.attrs else {})}
     return out.transpose(*[d for d in SAMPLE_DIMS if d in out.dims])
+
+
+_gmst_of = gmst  # PatternScaling.fit has an argument named gmst
 
 
 def _temperature_name(ds: xr.Dataset, variable: str | None) -> str:
@@ -342,8 +424,38 @@ def _temperature_name(ds: xr.Dataset, variable: str | None) -> str:
     )
 
 
-def _compute_gmst(fields: Fields, variable: str | None) -> xr.DataArray:
-    return gmst(fields, variable)
+def _as_series(driver: Driver, what: str = "driver") -> xr.DataArray:
+    """A driver for prediction: one DataArray, dims (scenario?, time), float64, finite."""
+    if isinstance(driver, xr.Dataset):
+        driver = _prep_driver(driver, what)
+    if not isinstance(driver, xr.DataArray):
+        raise DataError(
+            f"{what} is a {type(driver).__name__}; expected an xarray DataArray with dims ('time',) or "
+            "('scenario', 'time'), or a mapping {scenario: DataArray}."
+        )
+    driver = ensemble_mean(driver)
+    if "time" not in driver.dims or any(d not in SAMPLE_DIMS for d in driver.dims):
+        raise DataError(
+            f"{what} has dims {driver.dims}; expected ('time',) or ('scenario', 'time') (plus an optional "
+            "'member' dimension, which is averaged)."
+        )
+    if not np.issubdtype(driver.dtype, np.number):
+        raise DataError(f"{what} has non-numeric dtype {driver.dtype}; expected numbers.")
+    driver = driver.transpose(*[d for d in SAMPLE_DIMS if d in driver.dims]).astype(np.float64)
+    bad = ~np.isfinite(driver.values)
+    if bad.any():
+        idx = np.unravel_index(int(np.argmax(bad)), driver.shape)
+        where = ", ".join(
+            f"{dim}={_fmt(driver[dim].values[i]) if dim in driver.coords else i}"
+            for dim, i in zip(driver.dims, idx, strict=True)
+        )
+        raise DataError(
+            f"{what} has {int(bad.sum())} NaN/inf value(s), first at {where}. Fill them (e.g. "
+            f"{what}.interpolate_na('time')) or drop those years; for scenarios of different lengths pass a "
+            "mapping {scenario: driver} instead of a NaN-padded array."
+        )
+    return driver
+
 
 # --------------------------------------------------------------------------- stage 1
 
@@ -373,39 +485,38 @@ class GlobalDriverRegression:
         return f"GlobalDriverRegression(degree={self.degree}, {state})"
 
     def fit(self, driver: Driver, target: Driver) -> GlobalDriverRegression:
-        """Fit on a driver and the true GMST, both dims ``(scenario?, time)`` with equal coordinates.
+        """Fit on a driver and the true GMST, each ``(scenario?, time)`` or {scenario: series}.
 
         Samples where the target is NaN (scenario padding) are skipped; the driver must be
-        finite wherever the target is.
+        finite wherever the target is (it may cover more years).
         """
-        d = _as_driver(driver)
-        y = _as_driver(target, "target")
-        sdims = _check_aligned(d, y, "driver")
-        dv, yv = d.values.ravel(), y.values.ravel()
-        keep = np.isfinite(yv)
-        _check_finite_driver(dv, keep, d, sdims)
-        if not keep.any():
-            raise DataError("the stage-1 target (GMST) is NaN everywhere; nothing to fit.")
-        _check_regressor(dv[keep], self.degree, "the stage-1 driver")
-        self.coef_ = _lstsq_columns(dv[keep], yv[keep, None], self.degree)[:, 0]
-        self.rmse_ = float(np.sqrt(np.mean((self._eval(dv[keep]) - yv[keep]) ** 2)))
-        self.driver_name = str(d.name) if d.name is not None else "driver"
+        tb = {k: _prep_driver(v, "target").to_dataset(name="gmst") for k, v in _blocks(target, "target").items()}
+        samples = _Samples(tb)
+        y = samples.matrix("gmst")[:, 0]
+        x = samples.series(driver, "driver")
+        self._fit_arrays(x, y)
+        first = next(iter(_blocks(driver, "driver").values()))
+        self.driver_name = str(first.name) if getattr(first, "name", None) is not None else "driver"
         return self
+
+    def _fit_arrays(self, x: np.ndarray, y: np.ndarray) -> None:
+        _check_regressor(x, self.degree, "the stage-1 driver")
+        self.coef_ = _lstsq_columns(x, y[:, None], self.degree)[:, 0]
+        self.rmse_ = float(np.sqrt(np.mean((self._eval(x) - y) ** 2)))
 
     def _eval(self, x: np.ndarray) -> np.ndarray:
         return _basis(x, self.degree) @ self.coef_
 
-    def predict(self, driver: Driver) -> xr.DataArray:
+    def predict(self, driver: Driver) -> xr.DataArray | dict[str, xr.DataArray]:
         """GMST for a driver with dims ``(scenario?, time)``; raises on NaN in the driver.
 
         A mapping ``{scenario: driver}`` gives a dict ``{scenario: gmst}`` (no padding).
         """
         if _is_mapping(driver):
-            return {k: self.predict(v) for k, v in driver.items()}
+            return {str(k): self.predict(v) for k, v in driver.items()}
         if self.coef_ is None:
             raise ConfigError("GlobalDriverRegression is not fitted: call .fit(driver, gmst) first.")
-        d = _as_driver(driver)
-        _check_finite_driver(d.values.ravel(), None, d, list(d.dims))
+        d = _as_series(driver)
         out = d.copy(data=self._eval(d.values.ravel()).reshape(d.shape))
         out.name = "gmst"
         out.attrs = {"long_name": "global-mean surface temperature from the stage-1 regression",
@@ -434,27 +545,6 @@ class GlobalDriverRegression:
         rmse = da.attrs.get("rmse")
         obj.rmse_ = float(rmse) if rmse is not None else None
         return obj
-
-
-def _is_mapping(x: Any) -> bool:
-    return isinstance(x, Mapping) and not isinstance(x, xr.Dataset | xr.DataArray)
-
-
-def _check_finite_driver(dv: np.ndarray, needed: np.ndarray | None, d: xr.DataArray, sdims: list[str]) -> None:
-    bad = ~np.isfinite(dv) if needed is None else (~np.isfinite(dv) & needed)
-    if not bad.any():
-        return
-    idx = np.unravel_index(int(np.argmax(bad)), d.shape)
-    where = ", ".join(
-        f"{dim}={_years_str(d[dim].values[i]) if dim in d.coords else i}" for dim, i in zip(d.dims, idx, strict=True)
-    )
-    raise DataError(
-        f"driver {d.name or ''!s} has {int(bad.sum())} NaN/inf value(s)"
-        + (" at samples where the fields have data" if needed is not None else "")
-        + f", first at {where}. Fill them (e.g. driver.interpolate_na('time')) or drop those years"
-        + (" from both driver and fields." if needed is not None else
-           "; for scenarios of different lengths pass a mapping {scenario: driver} instead of a NaN-padded array.")
-    )
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -535,58 +625,45 @@ class PatternScaling:
             fields have data, or a driver with too few distinct values.
         """
         gmst_series = gmst
-        ds = _as_fields(fields)
-        for name in ds.data_vars:
-            if name == STAGE1_VAR:
-                raise DataError(f"a field may not be called {STAGE1_VAR!r} (reserved); rename it.")
-        drv = _as_driver(driver)
-        sdims = _check_aligned(drv, ds)
-        has_data = np.zeros(drv.shape, dtype=bool)
-        for var in ds.data_vars.values():
-            y, _ = _flatten_samples(var, sdims)
-            has_data |= np.isfinite(y).any(axis=1).reshape(drv.shape)
-        if not has_data.any():
-            raise DataError("every field value is NaN: nothing to fit.")
         if gmst_series is not None and self.stage1 is None:
             raise ConfigError(
                 "gmst= is only used with stage 1 (then the driver is e.g. cumulative emissions); without "
                 "stage 1 pass the GMST itself as the driver: fit(gmst_series, fields)."
             )
+        samples = _Samples(fields)
+        x_driver = samples.series(driver, "driver")
+        first = next(iter(_blocks(driver, "driver").values()))
+        driver_name = str(first.name) if getattr(first, "name", None) is not None else "driver"
         if self.stage1 is not None:
             if gmst_series is None:
-                self.gmst_variable = _temperature_name(ds, self.gmst_variable)
-                target = _compute_gmst(ds, self.gmst_variable)
-            else:
-                target = _as_driver(gmst_series, "gmst")
-                _check_aligned(target, ds, "gmst")
-            self.stage1.fit(drv.where(xr.DataArray(has_data, dims=drv.dims)), target)
-            regressor = target
+                self.gmst_variable = _temperature_name(samples.blocks[samples.labels[0]], self.gmst_variable)
+                gmst_series = {k: _gmst_of(v, self.gmst_variable) for k, v in samples.blocks.items()}
+                if samples.labels == [None]:
+                    gmst_series = gmst_series[None]
+            x = samples.series(gmst_series, "gmst")
+            self.stage1._fit_arrays(x_driver, x)
+            self.stage1.driver_name = driver_name
             regressor_name = "gmst"
         else:
-            regressor = drv
-            regressor_name = str(drv.name) if drv.name is not None else "driver"
-        x = regressor.values.ravel()
-        keep = has_data.ravel()
-        _check_finite_driver(x, keep, regressor, sdims)
-        _check_regressor(x[keep], self.degree, f"the regressor {regressor_name!r}")
+            x = x_driver
+            regressor_name = driver_name
+        _check_regressor(x, self.degree, f"the regressor {regressor_name!r}")
         coefs = {}
-        for name, var in ds.data_vars.items():
-            y, rest = _flatten_samples(var, sdims)
-            c = _lstsq_columns(x[keep], y[keep], self.degree)
-            template = var.isel({d: 0 for d in sdims}, drop=True)
+        for name in samples.variables:
+            template = samples.template(name)
+            rest = list(template.dims)
+            c = _lstsq_columns(x, samples.matrix(name), self.degree)
             coords = {k: v for k, v in template.coords.items() if set(v.dims) <= set(rest)}
             coords[DEGREE_DIM] = np.arange(self.degree + 1)
             attrs = {"description": f"pattern: {name} = sum_k {name}[k] * {regressor_name}**k"}
-            if "units" in var.attrs:
-                attrs["field_units"] = str(var.attrs["units"])
+            if "units" in template.attrs:
+                attrs["field_units"] = str(template.attrs["units"])
             coefs[name] = xr.DataArray(
-                c.reshape((self.degree + 1, *[var.sizes[d] for d in rest])),
-                dims=(DEGREE_DIM, *rest), coords=coords, attrs=attrs,
+                c.reshape((self.degree + 1, *template.shape)), dims=(DEGREE_DIM, *rest), coords=coords, attrs=attrs,
             )
         out = xr.Dataset(coefs)
         if self.stage1 is not None:
             out[STAGE1_VAR] = self.stage1.to_dataarray()
-        scen = [str(s) for s in ds["scenario"].values] if "scenario" in ds.dims and "scenario" in ds.coords else []
         out.attrs = {
             "atmos_model": "PatternScaling",
             "degree": self.degree,
@@ -594,8 +671,8 @@ class PatternScaling:
             "gmst_variable": str(self.gmst_variable or ""),
             "gmst_weights": "normalized cell areas (atmos.io.coords.area_weights)",
             "stage1": "GlobalDriverRegression" if self.stage1 is not None else "none",
-            "training_samples": int(keep.sum()),
-            "training_scenarios": ",".join(scen),
+            "training_samples": int(samples.n),
+            "training_scenarios": ",".join(str(k) for k in samples.labels if k is not None),
         }
         self._coefficients = out
         return self
@@ -651,8 +728,7 @@ class PatternScaling:
         if _is_mapping(gmst_series):
             return {k: self.predict_from_gmst(v) for k, v in gmst_series.items()}
         coefs = self.coefficients
-        x = _as_driver(gmst_series)
-        _check_finite_driver(x.values.ravel(), None, x, list(x.dims))
+        x = _as_series(gmst_series, "gmst")
         p = self.degree + 1
         basis = _basis(x.values.ravel(), self.degree)  # [n, p]
         out = {}

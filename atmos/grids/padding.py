@@ -54,8 +54,10 @@ faces into the centre of a new output tensor (one strided copy), gathers all hal
 values with one ``torch.gather`` on the flattened cell axis, ordered so that they
 land in the output with four slice copies (top rows, bottom rows, left and right
 columns); the diagonal cells of the three-face corner blocks are set by a second,
-tiny gather. Everything is plain torch indexing, so it is differentiable and
-works for any floating dtype and device.
+tiny gather. The backward pass is the exact adjoint (centre copy + one
+``index_add`` of the halo gradients), written in torch ops so that double
+backward works. Everything is plain torch indexing: any floating dtype, any
+device.
 """
 
 from __future__ import annotations
@@ -221,9 +223,11 @@ class _PadTable:
     halo_dst: np.ndarray  # [nh] output positions of the halo cells (top, bottom, left, right blocks)
     halo_src: np.ndarray  # [nh] their source positions
     avg_dst: np.ndarray  # [na] output positions of the averaged (three-face corner diagonal) cells
-    avg_src_a: np.ndarray  # [na] first source of each averaged cell
-    avg_src_b: np.ndarray  # [na] second source
+    avg_src_a: np.ndarray  # [na] input position of the first source H(a, 0) of each averaged cell
+    avg_src_b: np.ndarray  # [na] input position of the second source H(0, a)
     avg_slot: np.ndarray  # [na] position of each averaged cell within halo_dst
+    avg_slot_a: np.ndarray  # [na] position of H(a, 0) (itself a halo cell) within halo_dst
+    avg_slot_b: np.ndarray  # [na] position of H(0, a) within halo_dst
 
 
 @lru_cache(maxsize=32)
@@ -239,7 +243,7 @@ def _pad_table(nside: int, pad: int) -> _PadTable:
         return g * n * n + (n - 1 - x) * n + (n - 1 - y)
 
     src = np.empty((12, m, m), dtype=np.int64)
-    avg_dst, avg_a, avg_b = [], [], []
+    avg_dst, avg_a, avg_b = [], [], []  # output positions of H(a, a), H(a, 0), H(0, a)
     for f in range(12):
         x, y = x_all.copy(), y_all.copy()
         xo = (x < 0) | (x >= n)
@@ -286,12 +290,13 @@ def _pad_table(nside: int, pad: int) -> _PadTable:
                     rb = np.where(a > b, b - a + 1, np.where(a < b, b, 0))
                     px, py = xc + sx * ra, yc + sy * rb
                     g[blk], gx[blk], gy[blk] = _continue(f, px, py, n)
-                    diag = a == b
-                    ex, ey = xc + 0 * a[diag], yc + sy * a[diag]  # H(0, a): y-side strip
-                    hg, hx, hy = _continue(f, ex, ey, n)
+                    # the diagonal cells H(a, a) average H(a, 0) and H(0, a)
                     rows, cols = np.nonzero(blk)
+                    diag = a == b
+                    ad = a[diag]
                     avg_dst.append(f * m * m + rows[diag] * m + cols[diag])
-                    avg_b.append(flat(hg, hx, hy))
+                    avg_a.append(f * m * m + (p + n - 1 - (xc + sx * ad)) * m + (p + n - 1 - yc))
+                    avg_b.append(f * m * m + (p + n - 1 - xc) * m + (p + n - 1 - (yc + sy * ad)))
         if not ((g >= 0) & _inside(gx, gy, n)).all():  # pragma: no cover
             raise RuntimeError(f"padding table for base cell {f} has cells outside the sphere")
         src[f] = flat(g, gx, gy)
@@ -302,7 +307,7 @@ def _pad_table(nside: int, pad: int) -> _PadTable:
     blocks = (pos[:, :p, :], pos[:, n + p :, :], pos[:, p : p + n, :p], pos[:, p : p + n, n + p :])
     halo_dst = np.concatenate([blk.ravel() for blk in blocks])
     src_flat = src.ravel()
-    avg_dst_arr = np.concatenate(avg_dst)
+    avg_dst, avg_a, avg_b = (np.concatenate(v) for v in (avg_dst, avg_a, avg_b))
     slot_of = np.full(12 * m * m, -1, dtype=np.int64)
     slot_of[halo_dst] = np.arange(halo_dst.size)
     table = _PadTable(
@@ -311,20 +316,25 @@ def _pad_table(nside: int, pad: int) -> _PadTable:
         src=src,
         halo_dst=halo_dst,
         halo_src=src_flat[halo_dst],
-        avg_dst=avg_dst_arr,
-        avg_src_a=src_flat[avg_dst_arr],
-        avg_src_b=np.concatenate(avg_b),
-        avg_slot=slot_of[avg_dst_arr],
+        avg_dst=avg_dst,
+        avg_src_a=src_flat[avg_a],
+        avg_src_b=src_flat[avg_b],
+        avg_slot=slot_of[avg_dst],
+        avg_slot_a=slot_of[avg_a],
+        avg_slot_b=slot_of[avg_b],
     )
-    for arr in (table.src, table.halo_dst, table.halo_src, table.avg_dst, table.avg_src_a, table.avg_src_b):
-        arr.setflags(write=False)
+    for name in table.__dataclass_fields__:
+        if isinstance(arr := getattr(table, name), np.ndarray):
+            arr.setflags(write=False)
+    if min(table.avg_slot.min(), table.avg_slot_a.min(), table.avg_slot_b.min()) < 0:  # pragma: no cover
+        raise RuntimeError("averaged corner cells must take their values from halo cells")
     return table
 
 
 # -----------------------------------------------------------------------------
 # torch forward
 # -----------------------------------------------------------------------------
-_BUFFERS = ("halo_src", "avg_src_a", "avg_src_b", "avg_slot")
+_BUFFERS = ("halo_src", "avg_slot", "avg_slot_a", "avg_slot_b")
 
 
 @lru_cache(maxsize=64)
@@ -358,26 +368,77 @@ def _check_faces(x: Any, what: str = "x") -> int:
     return shape[-1]
 
 
-def _pad_impl(x: torch.Tensor, pad: int, buf: dict[str, torch.Tensor]) -> torch.Tensor:
-    n = x.shape[-1]
-    p, m = pad, x.shape[-1] + 2 * pad
-    lead = x.shape[:-3]
-    x2 = x.reshape(-1, 12 * n * n)  # [N, 12*n*n], copies only if x is not contiguous
-    rows = x2.shape[0]
+def _halo_blocks(n: int, p: int) -> list[int]:
+    """Sizes of the top, bottom, left and right halo blocks on the flat halo axis."""
+    m = n + 2 * p
+    return [12 * p * m, 12 * p * m, 12 * n * p, 12 * n * p]
+
+
+def _pad_forward(x2: torch.Tensor, n: int, p: int, buf: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[N, 12*n*n]`` -> ``[N, 12, m, m]``; no autograd (see :class:`_HealpixPadFn`)."""
+    rows, m = x2.shape[0], n + 2 * p
     # every halo value with one gather on the flat cell axis; the diagonal cells of the
-    # three-face corner blocks are then overwritten by the mean of their two sources
+    # three-face corner blocks are then overwritten by the mean of two (halo) cells
     halo = torch.gather(x2, 1, buf["halo_src"].expand(rows, -1))
-    mean = 0.5 * (x2.index_select(1, buf["avg_src_a"]) + x2.index_select(1, buf["avg_src_b"]))
+    mean = 0.5 * (halo.index_select(1, buf["avg_slot_a"]) + halo.index_select(1, buf["avg_slot_b"]))
     halo.index_copy_(1, buf["avg_slot"], mean)
-    top, bottom, left, right = halo.split([12 * p * m, 12 * p * m, 12 * n * p, 12 * n * p], dim=1)
-    # output: centre and the four halo blocks are plain slice copies (every cell is written)
-    out = x.new_empty((rows, 12, m, m))
+    top, bottom, left, right = halo.split(_halo_blocks(n, p), dim=1)
+    # centre and the four halo blocks are plain slice copies (every cell is written)
+    out = x2.new_empty((rows, 12, m, m))
     out[:, :, p : p + n, p : p + n] = x2.view(rows, 12, n, n)
     out[:, :, :p, :] = top.view(rows, 12, p, m)
     out[:, :, n + p :, :] = bottom.view(rows, 12, p, m)
     out[:, :, p : p + n, :p] = left.view(rows, 12, n, p)
     out[:, :, p : p + n, n + p :] = right.view(rows, 12, n, p)
-    return out.view(*lead, 12, m, m)
+    return out
+
+
+def _pad_backward(g: torch.Tensor, n: int, p: int, buf: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Adjoint of :func:`_pad_forward`: ``[N, 12, m, m]`` -> ``[N, 12*n*n]``.
+
+    Written with differentiable torch ops, so double backward works too.
+    """
+    rows = g.shape[0]
+    grad = g[:, :, p : p + n, p : p + n].reshape(rows, 12 * n * n).clone()  # centre
+    g_halo = torch.cat(
+        [
+            g[:, :, :p, :].reshape(rows, -1),
+            g[:, :, n + p :, :].reshape(rows, -1),
+            g[:, :, p : p + n, :p].reshape(rows, -1),
+            g[:, :, p : p + n, n + p :].reshape(rows, -1),
+        ],
+        dim=1,
+    )
+    g_mean = 0.5 * g_halo.index_select(1, buf["avg_slot"])
+    g_halo = g_halo.index_fill(1, buf["avg_slot"], 0)
+    g_halo = g_halo.index_add(1, buf["avg_slot_a"], g_mean).index_add(1, buf["avg_slot_b"], g_mean)
+    return grad.index_add(1, buf["halo_src"], g_halo)
+
+
+class _HealpixPadFn(torch.autograd.Function):
+    """Autograd wrapper: the adjoint is one strided copy plus a small scatter-add,
+    instead of the chain of full-size clones autograd would record for the forward's
+    in-place slice writes."""
+
+    @staticmethod
+    def forward(ctx, x2, n, p, *bufs):  # type: ignore[override]
+        buf = dict(zip(_BUFFERS, bufs))
+        ctx.n, ctx.p = n, p
+        ctx.save_for_backward(*bufs)
+        return _pad_forward(x2, n, p, buf)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        buf = dict(zip(_BUFFERS, ctx.saved_tensors))
+        return (_pad_backward(g, ctx.n, ctx.p, buf), None, None) + (None,) * len(_BUFFERS)
+
+
+def _pad_impl(x: torch.Tensor, pad: int, buf: dict[str, torch.Tensor]) -> torch.Tensor:
+    n = x.shape[-1]
+    m = n + 2 * pad
+    x2 = x.reshape(-1, 12 * n * n)  # [N, 12*n*n]; copies only if x is not contiguous
+    out = _HealpixPadFn.apply(x2, n, pad, *(buf[k] for k in _BUFFERS))
+    return out.view(*x.shape[:-3], 12, m, m)
 
 
 def healpix_pad(x: torch.Tensor, pad: int) -> torch.Tensor:

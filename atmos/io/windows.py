@@ -231,6 +231,49 @@ def _time_index(ds: xr.Dataset) -> np.ndarray:
     return t
 
 
+def _nested_block(r: Any) -> np.ndarray:
+    """Assemble the nested (per-chunk) results of one dask array into one numpy array."""
+
+    def as_lists(x: Any) -> Any:
+        return [as_lists(y) for y in x] if isinstance(x, (list, tuple)) else x
+
+    while isinstance(r, (list, tuple)) and len(r) == 1:
+        r = r[0]
+    if not isinstance(r, (list, tuple)):
+        return np.asarray(r)
+    return np.block(as_lists(r))
+
+
+_FAST_DASK = True
+
+
+def _compute_dask(arrays: list) -> list[np.ndarray]:
+    """Compute small dask arrays in this thread with little overhead.
+
+    The fast path culls the graph to the wanted keys and runs it with
+    ``dask.core.get`` (a plain recursive executor): no graph optimization or
+    scheduling, which dominate the cost of reading one block. Falls back to
+    ``dask.compute(scheduler="synchronous")`` if the graph API is not what it expects.
+    """
+    global _FAST_DASK
+    import dask
+
+    if _FAST_DASK:
+        try:
+            import dask.core
+            from dask.core import flatten
+            from dask.highlevelgraph import HighLevelGraph
+
+            keys = [a.__dask_keys__() for a in arrays]
+            graph = HighLevelGraph.merge(*[a.__dask_graph__() for a in arrays])
+            graph = graph.cull(set(flatten(keys)))
+            res = dask.core.get(dict(graph), keys)
+            return [_nested_block(r) for r in res]
+        except Exception:  # pragma: no cover - depends on the dask version
+            _FAST_DASK = False
+    return list(dask.compute(*arrays, scheduler="synchronous"))
+
+
 # -- the dataset ---------------------------------------------------------------------------------
 
 
@@ -415,6 +458,15 @@ class WindowDataset(torch.utils.data.Dataset):
                     f"forcing {var!r} is neither a dataset variable ({sorted(map(str, ds.data_vars))}) nor a "
                     f"derived forcing ({list(DERIVED_FORCINGS)})."
                 )
+        # storage order: each variable's channels contiguous (one strided copy per variable and block)
+        first_seen = {v: k for k, (v, _) in reversed(list(enumerate(self._dyn)))}
+        order = sorted(range(len(self._dyn)), key=lambda c: (first_seen[self._dyn[c][0]], c))
+        remap = np.empty(len(order), np.int64)
+        remap[order] = np.arange(len(order))
+        self._dyn = [self._dyn[c] for c in order]
+        self._dyn_index = {key: c for c, key in enumerate(self._dyn)}
+        idx = {g: [int(remap[c]) if c >= 0 else -1 for c in lst] for g, lst in idx.items()}
+
         static_chans: list[tuple[str, Any]] = []
         for var in st_names:
             for level in self._resolve_levels(ds, var, levels, "statics", dynamic=False):
@@ -614,26 +666,27 @@ class WindowDataset(torch.utils.data.Dataset):
     # -- reading ------------------------------------------------------------------------------
     def _read(self, a: int, b: int) -> np.ndarray:
         """Time steps ``[a, b)`` of every dataset channel: ``[b - a, C, *grid]`` float32, normalized."""
-        import dask
-
         npts = int(np.prod(self.grid.shape))
-        out = np.empty((b - a, len(self._dyn), npts), np.float32)
+        out = np.empty((b - a, len(self._dyn), *self.grid.shape), np.float32)
         lazy, eager = [], []
         for var, x, chans in self._plan:
             sub = x.isel(time=slice(a, b)).variable
             (lazy if hasattr(sub.data, "dask") else eager).append((sub, chans))
-        if lazy:
-            vals = dask.compute(*[s.data for s, _ in lazy], scheduler="synchronous")
-        else:
-            vals = []
+        vals = _compute_dask([s.data for s, _ in lazy]) if lazy else []
         for (sub, chans), v in zip(lazy + eager, list(vals) + [None] * len(eager)):
             arr = np.asarray(sub.values if v is None else v)
-            arr = arr.reshape(b - a, len(chans), npts)
-            out[:, chans] = arr
+            if arr.ndim == out.ndim - 1:  # no level dim
+                arr = arr[:, None]
+            c0 = int(chans[0])
+            if np.array_equal(chans, np.arange(c0, c0 + chans.size)):
+                out[:, c0 : c0 + chans.size] = arr  # one strided copy (also transposes if needed)
+            else:  # not reached: the storage order keeps a variable's channels contiguous
+                out[:, chans] = arr
         if self.normalized:
-            out -= self._mean[None, :, None]
-            out /= self._std[None, :, None]
-        return self._layout_grid(out)
+            shape = (1, -1) + (1,) * len(self.grid.shape)
+            out -= self._mean.reshape(shape)
+            out /= self._std.reshape(shape)
+        return self._layout_grid(out.reshape(b - a, len(self._dyn), npts))
 
     def _blocks(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""

@@ -79,7 +79,7 @@ def climatebench_weights(da: xr.DataArray | xr.Dataset) -> xr.DataArray:
     Not normalized (xarray's weighted mean normalizes); see the module docstring for
     how they relate to cell-area weights.
     """
-    dims, lat = _spatial(da)
+    _, lat = _spatial(da)
     if lat is None:
         return xr.DataArray(np.ones(da.sizes["cell"]), dims=("cell",), name="weights")
     w = np.cos(np.deg2rad(da[lat].astype(np.float64)))
@@ -92,9 +92,9 @@ def _years(da: xr.DataArray | xr.Dataset, what: str) -> np.ndarray:
     if "time" not in da.dims:
         raise DataError(f"{what} has no 'time' dimension (dims {sorted(map(str, da.dims))}); expected yearly data.")
     t = da["time"]
-    if np.issubdtype(t.dtype, np.integer):
-        years = np.asarray(t.values, dtype=np.int64)
-    elif np.issubdtype(t.dtype, np.floating) and np.all(np.mod(t.values, 1) == 0):
+    if np.issubdtype(t.dtype, np.integer) or (
+        np.issubdtype(t.dtype, np.floating) and np.all(np.mod(t.values, 1) == 0)
+    ):
         years = np.asarray(t.values, dtype=np.int64)
     else:
         try:

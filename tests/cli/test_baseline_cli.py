@@ -61,7 +61,7 @@ def cli(monkeypatch):
 
 
 def test_loader_canonicalises(data_dir):
-    root, a, _ = data_dir
+    root, _, _ = data_dir
     data = open_scenarios([root], ["historical", "ssp126"])
     assert list(data) == ["historical", "ssp126"]
     h = data["historical"]
@@ -72,7 +72,7 @@ def test_loader_canonicalises(data_dir):
 
 
 def test_fit_predict_evaluate_round_trip(tmp_path, data_dir, cli, capsys):
-    root, a, b = data_dir
+    root, _, b = data_dir
     coeffs, pred = tmp_path / "coeffs.nc", tmp_path / "pred.nc"
     rc = cli(["baseline", "pattern-scaling", "fit", str(root), "--train", "historical", "ssp585",
               "--var", "tas", "-o", str(coeffs)])

@@ -163,6 +163,20 @@ def test_gradcheck(nside: int, pad: int) -> None:
     assert torch.autograd.gradcheck(lambda t: healpix_pad(t, pad), (x,))
 
 
+def test_gradgradcheck() -> None:
+    x = torch.randn(2, 12, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: healpix_pad(t, 2), (x,))
+
+
+def test_backward_is_the_adjoint() -> None:
+    """<pad(x), y> == <x, pad^T(y)> with pad^T from autograd, for random x, y."""
+    x = torch.randn(3, 12, 8, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 12, 14, 14, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((healpix_pad(x, 3) * y).sum(), x)
+    lhs = (healpix_pad(x.detach(), 3) * y).sum()
+    torch.testing.assert_close(lhs, (x.detach() * grad).sum(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("nside,pad", [(4, 1), (8, 3)])
 def test_gradient_counts_uses(nside: int, pad: int) -> None:
     """d sum(out) / dx = how often each pixel appears in the output (0.5 per averaged use)."""

@@ -52,7 +52,7 @@ def _climatebench_transcript(truth, pred):
     truth = truth.sel(time=slice(2080, None))
     pred = pred.sel(time=slice(2080, None))
     w = np.cos(np.deg2rad(truth.latitude))
-    gm = lambda x: x.weighted(w).mean(["latitude", "longitude"])  # noqa: E731
+    gm = lambda x: x.weighted(w).mean(["latitude", "longitude"])
     norm = np.abs(gm(truth.mean("time")))
     spatial = np.sqrt(((truth.mean("time") - pred.mean("time")) ** 2).weighted(w).mean(["latitude", "longitude"]))
     glob = np.sqrt(((gm(truth) - gm(pred)) ** 2).mean("time"))

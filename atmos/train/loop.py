@@ -1,0 +1,1249 @@
+"""The training loop: ``fit(config)``.
+
+One optimizer step = one batch of windows rolled out for K steps (the curriculum's
+K for the epoch), with the gradient mode of ``multistep.gradient``:
+
+* ``detached`` (CREDIT): the input of each step is the previous prediction,
+  detached; each step's loss is backpropagated as soon as it is computed, so memory
+  does not grow with K;
+* ``full`` (anemoi): gradients flow through the whole rollout (one backward);
+* ``truncated:N``: the rollout is cut into chunks of N steps; gradients flow within a
+  chunk, the state is detached between chunks, each chunk is backpropagated on its own.
+
+Normalization
+-------------
+The windows are normalized per channel with the *state* statistics of the training
+period (``(x - mean) / std``; :class:`atmos.io.windows.WindowDataset` does this).
+With ``data.normalization: residual`` (default) the model output is the increment
+in units of the residual std: ``x[t+1] = x[t] + delta * residual_std`` (``delta *
+residual_std / std`` in normalized units) and the loss is the state error divided by
+the residual std — the MSE of the normalized residual. With ``state`` the model output
+is the normalized next state and the loss is the state error divided by the std.
+The statistics, per channel and per variable, go into every checkpoint.
+
+Distributed
+-----------
+Under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank reads
+its share of every epoch's permutation (:class:`ResumableDistributedSampler`), and
+only rank 0 logs and writes checkpoints. A single process needs no changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from atmos.errors import ConfigError, DataError
+from atmos.train import checkpoint as ckpt_io
+from atmos.train import distributed as dist_utils
+from atmos.train.config import TrainConfig, config_to_dict, load_config, parse_gradient_mode, save_config
+from atmos.train.losses import AreaWeightedMSE, channel_weights, grid_area_weights, weighted_mse
+
+__all__ = [
+    "EMA",
+    "FitResult",
+    "RolloutResult",
+    "build_model",
+    "build_model_from_meta",
+    "check_model_name",
+    "fit",
+    "prepare_data",
+    "rollout",
+    "seed_everything",
+    "warmup_cosine",
+]
+
+log = logging.getLogger("atmos.train")
+
+_DATA_KEYS = ("inputs", "targets", "forcings", "statics")
+
+
+# =============================================================================================
+# small utilities
+# =============================================================================================
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _resolve_device(name: str, info: dist_utils.DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("device is 'cuda' but torch sees no GPU; set device: cpu (or auto).")
+        return torch.device("cuda", info.local_rank if name == "cuda" else int(name.split(":")[1]))
+    return torch.device("cpu")
+
+
+def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = plain fp32)."""
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            log.warning("precision %s requested on CPU: running in fp32 (autocast is only used on GPUs).", precision)
+        return None
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, start_factor: float, min_ratio: float) -> Callable[[int], float]:
+    """lr multiplier at optimizer step ``s``: linear warm-up, then cosine to ``min_ratio``."""
+    total = max(1, int(total_steps))
+    warm = min(int(warmup_steps), total)
+
+    def f(step: int) -> float:
+        if warm > 0 and step < warm:
+            return start_factor + (1.0 - start_factor) * step / warm
+        span = max(1, total - warm)
+        t = min(1.0, (step - warm) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    ``shadow = decay * shadow + (1 - decay) * current`` after each optimizer step
+    (buffers are copied). Plain-tensor ``state_dict``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.decay = float(state["decay"])
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _detach_tree(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_detach_tree(v) for v in x)
+    return x
+
+
+# =============================================================================================
+# multi-step rollout (the core of the gradient modes)
+# =============================================================================================
+
+
+@dataclass
+class RolloutResult:
+    """Predictions (``[B, C, *grid]`` per step), weighted per-step losses (detached) and their sum."""
+
+    predictions: list[torch.Tensor]
+    step_losses: list[torch.Tensor]
+    loss: torch.Tensor | None
+
+
+def rollout(
+    step: Callable[[torch.Tensor, int, Any], tuple[torch.Tensor, Any]],
+    history: torch.Tensor,
+    steps: int,
+    *,
+    chunk: int | None = None,
+    targets: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    step_weights: Sequence[float] | None = None,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    chunk_context: Callable[[bool], contextlib.AbstractContextManager] | None = None,
+) -> RolloutResult:
+    """Roll a one-step model out for ``steps`` steps with a gradient mode.
+
+    Parameters
+    ----------
+    step : callable ``(history [B, H, C, *grid], k, carry) -> (next [B, C, *grid], carry)``
+        One model step (``k`` is the 0-based step, for forcings); ``carry`` is any
+        recurrent state (None at the start).
+    history : Tensor ``[B, H, C, *grid]``
+        The input states (oldest first).
+    steps : int
+        Rollout length K.
+    chunk : int or None
+        Gradient chunk length: 1 = ``detached``, N = ``truncated:N``, None = ``full``.
+        At the end of each chunk the state fed to the next step (and ``carry``) is
+        detached, so no gradient crosses a chunk boundary.
+    targets : Tensor ``[B, >=K, C, *grid]``, optional
+        Targets of each step, for ``loss_fn``.
+    loss_fn : callable ``(prediction, target) -> scalar``, optional
+    step_weights : sequence of float, optional
+        Weights ``w_k``; the loss is ``sum_k w_k L_k / sum_k w_k`` (default equal).
+    backward : callable ``(loss) -> None``, optional
+        Called on each chunk's (weighted) loss at the end of the chunk, e.g.
+        ``lambda l: l.backward()``; the chunk's graph is freed before the next chunk.
+        Without it the summed loss keeps its graph (call ``.backward()`` yourself).
+    chunk_context : callable ``(is_last_chunk) -> context manager``, optional
+        Entered around each chunk's forward and backward (DDP's ``no_sync`` for all
+        chunks but the last one).
+
+    Returns
+    -------
+    RolloutResult
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    w = [1.0] * steps if step_weights is None else [float(v) for v in step_weights[:steps]]
+    if len(w) < steps:
+        raise ConfigError(f"{len(w)} step weights for {steps} rollout steps; give one per step.")
+    wsum = sum(w)
+    clen = steps if chunk is None else max(1, int(chunk))
+    preds: list[torch.Tensor] = []
+    step_losses: list[torch.Tensor] = []
+    total: torch.Tensor | None = None
+    hist, carry = history, None
+    starts = list(range(0, steps, clen))
+    for ci, k0 in enumerate(starts):
+        last = ci == len(starts) - 1
+        ctx = chunk_context(last) if chunk_context is not None else contextlib.nullcontext()
+        with ctx:
+            acc: torch.Tensor | None = None
+            pred = None
+            for k in range(k0, min(steps, k0 + clen)):
+                pred, carry = step(hist, k, carry)
+                preds.append(pred)
+                if loss_fn is not None and targets is not None:
+                    lk = loss_fn(pred, targets[:, k]) * (w[k] / wsum)
+                    step_losses.append(lk.detach())
+                    acc = lk if acc is None else acc + lk
+                if k < steps - 1:
+                    hist = torch.cat([hist[:, 1:], pred.unsqueeze(1).to(hist.dtype)], dim=1)
+                    if k == k0 + clen - 1:  # chunk boundary: no gradient into the next chunk
+                        hist = hist.detach()
+            if acc is not None:
+                if backward is not None:
+                    backward(acc)
+                    acc = acc.detach()
+                total = acc if total is None else total + acc
+            carry = _detach_tree(carry)
+    return RolloutResult(preds, step_losses, total)
+
+
+# =============================================================================================
+# data
+# =============================================================================================
+
+
+@dataclass
+class DataBundle:
+    """Training/validation windows and what the model and checkpoint need to know about them."""
+
+    train: Any  # WindowDataset
+    val: Any | None  # WindowDataset or None
+    val_indices: list[int]
+    stats: Any  # xarray.Dataset
+    grid: Any  # LatLonGrid | HealpixGrid
+    grid_shape: tuple[int, ...]
+    layout: str
+    time_step: Any  # pandas.Timedelta
+    schema: Any  # atmos.io.windows.ChannelSchema of the training windows
+    area: torch.Tensor = field(repr=False)
+
+
+def _open_selected(source: str, cfg: TrainConfig, period: Sequence[str] | None, what: str):
+    """Open ``source`` with only the variables the config needs, on the training grid."""
+    from atmos.io.forcings import DERIVED_FORCINGS
+    from atmos.io.open import open_dataset
+
+    d = cfg.data
+    wanted = list(dict.fromkeys([*d.variables, *[f for f in d.forcings if f not in DERIVED_FORCINGS], *d.statics]))
+    ds = open_dataset(source)
+    missing = [v for v in wanted if v not in ds.data_vars]
+    if missing:
+        raise DataError(
+            f"{what} source {source!r} lacks variables {missing} named in the config; it has "
+            f"{sorted(map(str, ds.data_vars))}. Fix data.variables/forcings/statics or the source."
+        )
+    ds = ds[wanted]
+    if period is not None:
+        ds = ds.sel(time=slice(str(period[0]), str(period[1])))
+        if ds.sizes.get("time", 0) == 0:
+            raise DataError(f"{what} period {list(period)} selects no time step of {source!r}.")
+    if d.levels is not None and "level" in ds.dims:
+        have = [int(v) for v in ds["level"].values]
+        miss = [lv for lv in d.levels if lv not in have]
+        if miss:
+            raise DataError(f"data.levels {miss} are not in {what} source {source!r}; it has levels {have}.")
+        ds = ds.sel(level=list(d.levels))
+    if d.in_memory:
+        ds = ds.load()
+    if d.grid == "healpix":
+        from atmos.io.coords import grid_of
+        from atmos.io.regrid import to_healpix
+
+        if "cell" not in ds.dims:
+            ds = to_healpix(ds, int(d.nside), method=d.regrid_method)
+            if d.in_memory:
+                ds = ds.load()
+        elif grid_of(ds).nside != d.nside:
+            raise DataError(f"{what} data is on HEALPix nside {grid_of(ds).nside}, the config asks for {d.nside}.")
+    return ds
+
+
+def _stats_to_json(stats) -> dict[str, Any]:
+    d = stats.to_dict(data="list")
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, np.generic):
+            return clean(x.item())
+        return x
+
+    return clean(d)
+
+
+def _stats_from_json(d: Mapping[str, Any]):
+    import xarray as xr
+
+    def nan(x: Any) -> Any:
+        if x is None:
+            return float("nan")
+        if isinstance(x, list):
+            return [nan(v) for v in x]
+        return x
+
+    d = dict(d)
+    d["data_vars"] = {k: {**v, "data": nan(v["data"])} for k, v in d["data_vars"].items()}
+    ds = xr.Dataset.from_dict(d)
+    ds["statistic"] = ds["statistic"].astype(str)
+    return ds
+
+
+def prepare_data(cfg: TrainConfig, stats=None) -> DataBundle:
+    """Open, select, regrid and window the training and validation data of a config.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    stats : xarray.Dataset, optional
+        Normalization statistics to use (e.g. from a checkpoint). Default: loaded from
+        ``data.stats`` or computed from the training period.
+    """
+    from atmos.io.coords import grid_of
+    from atmos.io.windows import WindowDataset
+
+    d = cfg.data
+    train_ds = _open_selected(d.source, cfg, d.period, "training")
+    if stats is None:
+        if d.stats:
+            from atmos.io.stats import load_stats
+
+            stats = load_stats(d.stats)
+        else:
+            from atmos.io.stats import compute_stats
+
+            names = [v for v in train_ds.data_vars]
+            log.info("computing normalization statistics of %d variables over the training period", len(names))
+            stats = compute_stats(train_ds, variables=names).compute()
+    common = dict(
+        inputs=list(d.variables),
+        forcings=list(d.forcings),
+        statics=list(d.statics),
+        history=d.history,
+        levels=d.levels,
+        stats=stats,
+        cache="memory" if d.in_memory else "blocks",
+        healpix_layout="faces",
+    )
+    train = WindowDataset(train_ds, lead_steps=cfg.multistep.max_steps, **common)
+    val = None
+    val_idx: list[int] = []
+    v = cfg.validation
+    if v.source:
+        val_ds = _open_selected(v.source, cfg, v.period, "validation")
+        val = WindowDataset(val_ds, lead_steps=v.steps, **common)
+        n = len(val)
+        if v.samples is None or v.samples >= n:
+            val_idx = list(range(n))
+        else:
+            val_idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, v.samples)})
+    grid = grid_of(train_ds)
+    area = grid_area_weights(grid)
+    layout = "latlon"
+    if train.grid_shape != tuple(grid.shape):  # HEALPix faces
+        area = grid.cells_to_faces(area)
+        layout = "faces"
+    if not cfg.loss.area_weighted:
+        area = torch.full_like(area, 1.0 / area.numel())
+    return DataBundle(train, val, val_idx, stats, grid, tuple(train.grid_shape), layout, train.step, train.schema(), area)
+
+
+# =============================================================================================
+# model
+# =============================================================================================
+
+
+def _model_fields(name: str) -> set[str] | None:
+    """Constructor keys the registered model accepts (None if the name is unknown)."""
+    from atmos.models.registry import MODELS
+
+    if name not in MODELS:
+        return None
+    return {f.name for f in fields(MODELS[name][1])}
+
+
+def check_model_name(name: str) -> None:
+    """Raise ConfigError listing the registered models if ``name`` is not one of them."""
+    from atmos.models.registry import MODELS
+
+    if name not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(MODELS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown model name {name!r} (config model.name); valid names are {sorted(MODELS)}.{hint}")
+
+
+def _registry_build(name: str, params: Mapping[str, Any]) -> nn.Module:
+    import atmos.models as models
+
+    build = getattr(models, "build", None)
+    if build is None:  # pragma: no cover - partial installs
+        raise ConfigError("atmos.models has no build(); cannot construct models by name.")
+    return build(name, **dict(params))
+
+
+def build_model_from_meta(meta: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the model described by a checkpoint's ``checkpoint.json``."""
+    return _registry_build(meta["model"]["name"], meta["model"]["params"])
+
+
+def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
+    """The config's model params completed with the channels and grid of the data."""
+    params = dict(cfg.model.params)
+    ch = data.schema
+    filled = {
+        "inputs": ch.names("inputs"),
+        "outputs": ch.names("targets"),
+        "forcings": ch.names("forcings"),
+        "statics": ch.names("statics"),
+        "history": cfg.data.history,
+    }
+    grid = data.grid
+    if cfg.data.grid == "healpix":
+        filled["nside"] = int(grid.nside)
+    else:
+        filled["nlat"], filled["nlon"] = int(grid.shape[0]), int(grid.shape[1])
+        filled["poles"] = grid.kind == "equiangular_with_poles"
+    accepted = _model_fields(cfg.model.name)
+    for k, v in filled.items():
+        if k in params:
+            continue
+        if accepted is None or k in accepted:
+            params[k] = v
+    return params
+
+
+def build_model(cfg: TrainConfig, data: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``cfg.model`` for the data's channels and grid; check that they match.
+
+    Returns
+    -------
+    model, params
+        The model and the full constructor params (stored in checkpoints).
+
+    Raises
+    ------
+    ConfigError
+        Unknown model name (the registry lists the valid ones), channel lists in
+        ``model.params`` that differ from the data (the message names the channels),
+        or a grid the model is not built for.
+    """
+    check_model_name(cfg.model.name)
+    params = _model_params(cfg, data)
+    model = _registry_build(cfg.model.name, params)
+    try:
+        from atmos.models.registry import config_to_dict as model_config_to_dict
+
+        full = model_config_to_dict(model)
+        full.pop("name", None)
+        params = full
+    except ConfigError:  # a model registered without a config dataclass: keep what was passed
+        pass
+    schema = getattr(model, "schema", None)
+    ch = data.schema
+    if schema is not None:
+        schema.check_against(
+            {
+                "inputs": ch.names("inputs"),
+                "outputs": ch.names("targets"),
+                "forcings": ch.names("forcings"),
+                "statics": ch.names("statics"),
+                "history": cfg.data.history,
+            },
+            label="the data (config data.variables/levels/forcings/statics/history)",
+        )
+    mgrid = getattr(model, "grid", None)
+    if mgrid is not None and tuple(mgrid) != tuple(data.grid_shape):
+        raise ConfigError(
+            f"model {cfg.model.name!r} is built for grid shape {tuple(mgrid)} but the data tensors are "
+            f"{tuple(data.grid_shape)} ({data.grid!r}, layout {data.layout}). Set data.grid/data.nside to the "
+            "model's grid (a HEALPix model needs data.grid: healpix) or drop the grid keys from model.params."
+        )
+    return model, params
+
+
+# =============================================================================================
+# metrics logging
+# =============================================================================================
+
+
+class _CsvLog:
+    """Append-only CSV with a fixed header; on resume, rows after ``keep_until_step`` are dropped."""
+
+    def __init__(self, path: Path, header: Sequence[str], keep_until_step: int | None) -> None:
+        self.path = path
+        self.header = list(header)
+        if keep_until_step is not None and path.exists():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r.get("global_step") or 0)) <= keep_until_step]
+            ckpt_io.atomic_write_text(path, _csv_text(self.header, rows))
+        elif not path.exists() or keep_until_step is None:
+            ckpt_io.atomic_write_text(path, _csv_text(self.header, []))
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.header, extrasaction="ignore")
+            for r in rows:
+                w.writerow({k: _fmt(v) for k, v in r.items()})
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.8g}"
+    return v
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(header), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+TRAIN_COLUMNS = ("epoch", "global_step", "split", "loss", "lr", "rollout_steps", "samples_per_s", "elapsed_s")
+VAL_COLUMNS = ("epoch", "global_step", "channel", "units", "lead_hours", "rmse", "persistence_rmse")
+
+
+# =============================================================================================
+# the trainer
+# =============================================================================================
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    run_dir : Path
+    checkpoint : Path or None
+        The last checkpoint written.
+    status : str
+        ``finished`` or ``stopped`` (deadline, signal or ``stop_after`` reached; resume
+        with ``resume=True``).
+    epoch : int
+        Epochs completed.
+    global_step : int
+        Optimizer steps done.
+    history : list of dict
+        One summary per completed epoch (train loss, val loss, wall time...).
+    validation : dict
+        Last validation: ``{"lead_hours": [...], "rmse": {channel: [...]},
+        "persistence_rmse": {channel: [...]}, "units": {...}, "loss": float}``.
+    wall_time_s : float
+        Time spent in this call.
+    """
+
+    run_dir: Path
+    checkpoint: Path | None
+    status: str
+    epoch: int
+    global_step: int
+    history: list[dict[str, Any]]
+    validation: dict[str, Any]
+    wall_time_s: float
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1 (installed only in the main thread)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)):
+                if sig is None:
+                    continue
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d received: checkpointing at the next step and stopping", signum)
+        self.set = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo, resume: Any, deadline: float | None,
+                 stop_after: int | None) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = _resolve_device(cfg.device, info)
+        self.amp_dtype = _resolve_precision(cfg.precision, self.device)
+        self.deadline = deadline
+        self.stop_after = stop_after
+        self.run_dir = Path(cfg.output.dir) / str(cfg.output.name)
+        self.t_start = time.perf_counter()
+        self.elapsed_before = 0.0
+
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if torch.backends.cudnn.is_available():
+                torch.backends.cudnn.benchmark = False
+        seed_everything(cfg.seed + info.rank)
+
+        check_model_name(cfg.model.name)  # fail before the data are read
+
+        # --- resume point ---
+        self.resume_ckpt: ckpt_io.Checkpoint | None = self._find_resume(resume)
+        stats = None
+        if self.resume_ckpt is not None and self.resume_ckpt.meta.get("stats"):
+            stats = _stats_from_json(self.resume_ckpt.meta["stats"])
+        self._prepare_run_dir()
+
+        # --- data ---
+        self.data = prepare_data(cfg, stats=stats)
+        self.step_seconds = self.data.time_step.total_seconds()
+        chans = self.data.schema.groups["targets"]
+        std = torch.tensor([c.std for c in chans], dtype=torch.float32)
+        mean = torch.tensor([c.mean for c in chans], dtype=torch.float32)
+        if cfg.data.normalization == "residual":
+            rstd = [c.residual_std for c in chans]
+            bad = [c.name for c, r in zip(chans, rstd) if r is None or not math.isfinite(r) or r <= 0]
+            if bad:
+                raise DataError(f"no usable residual std for channels {bad}; use data.normalization: state.")
+            scale_phys = torch.tensor(rstd, dtype=torch.float32)
+        else:
+            scale_phys = std.clone()
+        self.phys_mean, self.phys_std = mean.to(self.device), std.to(self.device)
+        self.phys_scale = scale_phys.to(self.device)  # loss unit per channel, physical
+        self.ratio = (scale_phys / std).to(self.device)  # loss unit per channel, normalized
+        self.residual = cfg.data.normalization == "residual"
+        self.channel_names = [c.name for c in chans]
+        self.channel_units = [c.units or "" for c in chans]
+        cw = channel_weights([(c.variable, c.level) for c in chans], cfg.loss.variable_weights, cfg.loss.level_weighting)
+        self.channel_w = cw.to(self.device)
+        self.criterion = AreaWeightedMSE(self.data.area, cw, self.ratio.cpu()).to(self.device)
+        self.area = self.data.area.to(self.device)
+
+        # --- model / optimizer / schedule ---
+        self.model, self.model_params = build_model(cfg, self.data)
+        self.model.to(self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        if info.enabled:
+            self.ddp: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        else:
+            self.ddp = self.model
+        o = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+        )
+        self.sampler = dist_utils.ResumableDistributedSampler(
+            self._n_train(), info.world_size, info.rank, shuffle=True, seed=cfg.seed
+        )
+        per_rank = self.sampler.num_samples // cfg.data.batch_size
+        if per_rank < 1:
+            raise ConfigError(
+                f"data.batch_size {cfg.data.batch_size} (per process, x{info.world_size} processes) is larger than "
+                f"the {self._n_train()} training windows; lower it or use a longer data.period."
+            )
+        self.steps_per_epoch = per_rank
+        if cfg.schedule.max_steps_per_epoch:
+            self.steps_per_epoch = min(per_rank, cfg.schedule.max_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
+        s = cfg.schedule
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, s.warmup_steps, s.warmup_start_factor, s.min_lr / o.lr)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.ema = EMA(self.model, o.ema_decay) if o.ema_decay else None
+        self.chunk = parse_gradient_mode(cfg.multistep.gradient)
+
+        self.epoch = 0
+        self.position = 0  # batches done in the current epoch
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_val: dict[str, Any] = {}
+        if self.resume_ckpt is not None:
+            self._load_resume(self.resume_ckpt)
+
+        # --- logging ---
+        self.writer = None
+        if info.is_main:
+            keep = self.global_step if self.resume_ckpt is not None else None
+            self.train_log = _CsvLog(self.run_dir / "metrics.csv", TRAIN_COLUMNS, keep)
+            self.val_log = _CsvLog(self.run_dir / "validation.csv", VAL_COLUMNS, keep)
+            save_config(cfg, self.run_dir / "config.yaml")
+            if cfg.output.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as err:
+                    raise ConfigError(
+                        "output.tensorboard is true but TensorBoard is not installed: pip install tensorboard "
+                        "(or set output.tensorboard: false)."
+                    ) from err
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- setup helpers ------------------------------------------------------------------------
+    def _n_train(self) -> int:
+        return len(range(0, len(self.data.train), self.cfg.data.sample_stride))
+
+    def _train_index(self, i: int) -> int:
+        return i * self.cfg.data.sample_stride
+
+    def _find_resume(self, resume: Any) -> ckpt_io.Checkpoint | None:
+        if resume in (None, False):
+            return None
+        if resume in (True, "auto", "last", "latest"):
+            path = ckpt_io.find_checkpoint(Path(self.cfg.output.dir) / str(self.cfg.output.name))
+            if path is None:
+                if self.info.is_main:
+                    log.info("resume: no checkpoint in %s yet; starting a new run",
+                             Path(self.cfg.output.dir) / str(self.cfg.output.name))
+                return None
+        else:
+            path = ckpt_io.find_checkpoint(resume)
+            if path is None:
+                raise ConfigError(f"--resume {resume!r}: no atmos checkpoint there (expected checkpoint.json).")
+        ck = ckpt_io.load_checkpoint(path, "cpu")
+        if self.info.is_main:
+            log.info("resuming from %s (epoch %s, step %s)", path, ck.meta["training"]["epoch"],
+                     ck.meta["training"]["global_step"])
+        return ck
+
+    def _prepare_run_dir(self) -> None:
+        if self.info.is_main:
+            existing = ckpt_io.list_checkpoints(self.run_dir)
+            if existing and self.resume_ckpt is None:
+                if not self.cfg.output.overwrite:
+                    raise ConfigError(
+                        f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume to continue "
+                        "it, choose another output.name, or set output.overwrite=true to start over."
+                    )
+                shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "DONE").unlink(missing_ok=True)
+        dist_utils.barrier()
+
+    def _load_resume(self, ck: ckpt_io.Checkpoint) -> None:
+        meta = ck.meta
+        model_meta = meta.get("model", {})
+        if model_meta.get("name") != self.cfg.model.name:
+            raise ConfigError(
+                f"cannot resume: the checkpoint is a {model_meta.get('name')!r} model, the config builds "
+                f"{self.cfg.model.name!r}."
+            )
+        if "channels" in meta and hasattr(self.model, "schema"):
+            self.model.schema.check_against(
+                {k: meta["channels"].get(k) for k in ("inputs", "outputs", "forcings", "statics", "history")},
+                label="the checkpoint",
+            )
+        state = ck.training_state("cpu")
+        if state is None:
+            raise ConfigError(f"checkpoint {str(ck.path)!r} has no training_state.pt: it cannot be resumed.")
+        weights = state.get("raw_model") or ck.model_state
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ConfigError(
+                f"cannot resume from {str(ck.path)!r}: weights do not fit the model built from the config "
+                f"(missing {missing[:6]}, unexpected {unexpected[:6]}). Resume with the run's own config.yaml."
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = EMA(self.model, self.cfg.optimizer.ema_decay)
+        tr = meta["training"]
+        self.epoch = int(tr["epoch"])
+        self.position = int(tr["position"])
+        self.global_step = int(tr["global_step"])
+        self.elapsed_before = float(tr.get("train_time_s", 0.0))
+        self.history = list(state.get("history", []))
+        rng = state.get("rng", [])
+        if len(rng) == self.info.world_size:
+            ckpt_io.set_rng_state(rng[self.info.rank])
+        else:
+            log.warning("checkpoint holds RNG states of %d processes, this run has %d: reseeding "
+                        "(the run will not be bit-identical to an uninterrupted one)", len(rng), self.info.world_size)
+            seed_everything(self.cfg.seed + self.info.rank + 7919 * self.global_step)
+
+    # -- batches --------------------------------------------------------------------------------
+    def _loader(self, epoch: int, start_batch: int) -> Iterator[dict[str, torch.Tensor]]:
+        from torch.utils.data import DataLoader, Subset
+
+        B = self.cfg.data.batch_size
+        self.sampler.set_epoch(epoch, start=start_batch * B)
+        ds = self.data.train
+        if self.cfg.data.sample_stride > 1:
+            ds = Subset(ds, list(range(0, len(ds), self.cfg.data.sample_stride)))
+        g = torch.Generator()
+        g.manual_seed(self.cfg.seed + 104729 * epoch)
+        return iter(
+            DataLoader(
+                ds, batch_size=B, sampler=self.sampler, drop_last=True, num_workers=self.cfg.data.num_workers,
+                generator=g, persistent_workers=False, pin_memory=self.device.type == "cuda",
+            )
+        )
+
+    def _to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+
+    def _step_fn(self, model: nn.Module, batch: Mapping[str, torch.Tensor]):
+        H = self.cfg.data.history
+        forc = batch["forcings"]
+        stat = batch["statics"]
+        has_f = forc.shape[2] > 0
+        has_s = stat.shape[2] > 0
+        amp = self.amp_dtype
+        ratio = self.ratio.view(1, -1, *([1] * len(self.data.grid_shape)))
+
+        def step(hist: torch.Tensor, k: int, carry: Any) -> tuple[torch.Tensor, Any]:
+            f = forc[:, k : k + H + 1] if has_f else None
+            with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                out, carry = model(hist, f, stat if has_s else None, carry)
+            out = out.float()
+            nxt = hist[:, -1].float() + out * ratio if self.residual else out
+            return nxt, carry
+
+        return step
+
+    # -- one optimizer step ---------------------------------------------------------------------
+    def train_step(self, batch: Mapping[str, torch.Tensor], K: int) -> float:
+        self.ddp.train()
+        b = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self._step_fn(self.ddp, b)
+        ddp = isinstance(self.ddp, nn.parallel.DistributedDataParallel)
+
+        def chunk_ctx(last: bool):
+            return contextlib.nullcontext() if (last or not ddp) else self.ddp.no_sync()
+
+        res = rollout(
+            step, b["inputs"], K, chunk=self.chunk, targets=b["targets"], loss_fn=self.criterion,
+            step_weights=self.cfg.multistep.step_weights, backward=lambda l: self.scaler.scale(l).backward(),
+            chunk_context=chunk_ctx,
+        )
+        if self.cfg.optimizer.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return float(res.loss.item())
+
+    # -- validation ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _eval_weights(self) -> Iterator[nn.Module]:
+        """The model with the EMA weights swapped in (if EMA is on), in eval mode."""
+        model = self.model
+        was = model.training
+        model.eval()
+        saved = None
+        if self.ema is not None:
+            saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(self.ema.shadow)
+        try:
+            yield model
+        finally:
+            if saved is not None:
+                model.load_state_dict(saved)
+            model.train(was)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """RMSE per channel and lead step in physical units, for the model and persistence."""
+        data = self.data
+        K = self.cfg.validation.steps
+        C = len(self.channel_names)
+        idx = data.val_indices[self.info.rank :: self.info.world_size]
+        sse = torch.zeros(2, K, C, dtype=torch.float64, device=self.device)
+        count = torch.zeros(1, dtype=torch.float64, device=self.device)
+        bs = self.cfg.validation.batch_size or self.cfg.data.batch_size
+        shape = (1, -1, *([1] * len(data.grid_shape)))
+        mean, std = self.phys_mean.view(shape), self.phys_std.view(shape)
+        with self._eval_weights() as model:
+            for s in range(0, len(idx), bs):
+                items = [data.val[i] for i in idx[s : s + bs]]
+                b = self._to_device({k: torch.stack([it[k] for it in items]) for k in _DATA_KEYS})
+                res = rollout(self._step_fn(model, b), b["inputs"], K)
+                persist = b["inputs"][:, -1].double() * std + mean
+                for k, pred in enumerate(res.predictions):
+                    truth = b["targets"][:, k].double() * std + mean
+                    p = pred.double() * std + mean
+                    sse[0, k] += weighted_mse(p, truth, self.area.double()).sum(0)
+                    sse[1, k] += weighted_mse(persist, truth, self.area.double()).sum(0)
+                count += len(items)
+        sse = dist_utils.all_reduce_sum(sse)
+        count = dist_utils.all_reduce_sum(count)
+        mse = (sse / count.clamp(min=1)).cpu()
+        rmse = mse.sqrt()
+        scale = self.phys_scale.double().cpu()
+        w = self.channel_w.double().cpu()
+        loss = float(((mse[0] / scale**2) * w).sum(-1).div(w.sum()).mean())
+        leads = [(k + 1) * self.step_seconds / 3600.0 for k in range(K)]
+        return {
+            "lead_hours": leads,
+            "rmse": {c: rmse[0, :, i].tolist() for i, c in enumerate(self.channel_names)},
+            "persistence_rmse": {c: rmse[1, :, i].tolist() for i, c in enumerate(self.channel_names)},
+            "units": dict(zip(self.channel_names, self.channel_units)),
+            "loss": loss,
+            "samples": int(count.item()),
+        }
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _meta(self, train_loss: float | None) -> dict[str, Any]:
+        cfg, d, data = self.cfg, self.cfg.data, self.data
+        model_schema = getattr(self.model, "schema", None)
+        channels = {
+            c.name: {k: getattr(c, k) for k in ("variable", "level", "units", "mean", "std", "residual_mean", "residual_std")}
+            for g in ("targets", "forcings", "statics") for c in data.schema.groups[g]
+        }
+        val = self.last_val
+        return {
+            "model": {"name": cfg.model.name, "params": self.model_params, "parameters": self.n_params},
+            "weights": "ema" if self.ema is not None else "raw",
+            "config": config_to_dict(cfg),
+            "channels": model_schema.to_dict() if model_schema is not None else None,
+            "data_schema": data.schema.to_dict(),
+            "variables": list(d.variables),
+            "levels": None if d.levels is None else list(d.levels),
+            "forcings": list(d.forcings),
+            "statics": list(d.statics),
+            "grid": {**data.grid.to_dict(), "layout": data.layout, "shape": list(data.grid_shape)},
+            "time_step": str(data.time_step),
+            "time_step_seconds": self.step_seconds,
+            "history": d.history,
+            "normalization": {
+                "inputs": "state",
+                "outputs": d.normalization,
+                "description": (
+                    "inputs/targets/forcings/statics are (x - mean) / std per channel; derived forcings are not "
+                    "normalized. outputs='residual': x[t+1] = x[t] + model_output * residual_std; "
+                    "outputs='state': x[t+1] = model_output * std + mean."
+                ),
+                "channels": channels,
+            },
+            "stats": _stats_to_json(data.stats),
+            "training": {
+                "epoch": self.epoch,
+                "position": self.position,
+                "global_step": self.global_step,
+                "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps,
+                "rollout_steps": self.cfg.multistep.steps_at(self.epoch),
+                "world_size": self.info.world_size,
+                "train_loss": train_loss,
+                "train_time_s": self.elapsed_before + (time.perf_counter() - self.t_start),
+                "validation": {
+                    "loss": val.get("loss"),
+                    "lead_hours": val.get("lead_hours"),
+                    "rmse": val.get("rmse"),
+                    "persistence_rmse": val.get("persistence_rmse"),
+                } if val else None,
+            },
+        }
+
+    def save(self, train_loss: float | None) -> Path | None:
+        rng = dist_utils.all_gather_objects(ckpt_io.get_rng_state())
+        path = None
+        if self.info.is_main:
+            weights = self.ema.shadow if self.ema is not None else self.model.state_dict()
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "ema": self.ema.state_dict() if self.ema is not None else {},
+                "raw_model": dict(self.model.state_dict()) if self.ema is not None else {},
+                "rng": rng,
+                "sampler": {"epoch": self.epoch, "position": self.position, "seed": self.cfg.seed,
+                            "batch_size": self.cfg.data.batch_size, "world_size": self.info.world_size},
+                "history": self.history,
+            }
+            path = ckpt_io.save_checkpoint(
+                self.run_dir, f"step-{self.global_step:08d}", weights, self._meta(train_loss), state,
+                keep=self.cfg.output.keep_checkpoints,
+            )
+            log.info("checkpoint written: %s", path)
+        dist_utils.barrier()
+        return path
+
+    # -- main loop --------------------------------------------------------------------------------
+    def _should_stop(self, flag: _StopFlag, steps_this_call: int) -> bool:
+        local = flag.set
+        if self.deadline is not None and time.time() >= self.deadline:
+            local = True
+        if self.stop_after is not None and steps_this_call >= self.stop_after:
+            local = True
+        return dist_utils.any_rank(local, self.device)
+
+    def run(self) -> FitResult:
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            log.info(
+                "training %s (%s parameters) on %s, %d process(es); %d windows, %d steps/epoch x %d epochs; run dir %s",
+                cfg.model.name, f"{self.n_params:,}", self.device, info.world_size, self._n_train(),
+                self.steps_per_epoch, cfg.schedule.epochs, self.run_dir,
+            )
+        last_path: Path | None = None
+        status = "finished"
+        steps_this_call = 0
+        loss_val: float | None = None
+        with _StopFlag() as flag:
+            while self.epoch < cfg.schedule.epochs:
+                K = cfg.multistep.steps_at(self.epoch)
+                start = self.position
+                it = self._loader(self.epoch, start)
+                bar = None
+                if info.is_main and cfg.output.progress:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/{cfg.schedule.epochs}",
+                               unit="step", leave=False, dynamic_ncols=True)
+                run_loss, run_n, epoch_loss, epoch_n = 0.0, 0, 0.0, 0
+                t_log = time.perf_counter()
+                t_epoch = time.perf_counter()
+                gbs = cfg.data.batch_size * info.world_size
+                stopped = False
+                while self.position < self.steps_per_epoch:
+                    if self._should_stop(flag, steps_this_call):
+                        stopped = True
+                        break
+                    batch = next(it)
+                    loss = self.train_step(batch, K)
+                    loss_t = dist_utils.all_reduce_mean(torch.tensor([loss], device=self.device))
+                    loss = float(loss_t.item())
+                    if not math.isfinite(loss):
+                        raise DataError(
+                            f"the training loss became {loss} at step {self.global_step + 1}; lower optimizer.lr, "
+                            "enable optimizer.grad_clip, or check the data for NaNs."
+                        )
+                    self.position += 1
+                    self.global_step += 1
+                    steps_this_call += 1
+                    run_loss += loss
+                    run_n += 1
+                    epoch_loss += loss
+                    epoch_n += 1
+                    loss_val = loss
+                    if bar is not None:
+                        bar.update(1)
+                        dt = time.perf_counter() - t_epoch
+                        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", K=K,
+                                        samples_s=f"{epoch_n * gbs / max(dt, 1e-9):.1f}")
+                    if self.global_step % cfg.output.log_every_steps == 0 and info.is_main:
+                        now = time.perf_counter()
+                        row = {
+                            "epoch": self.epoch, "global_step": self.global_step, "split": "train",
+                            "loss": run_loss / run_n, "lr": self.scheduler.get_last_lr()[0], "rollout_steps": K,
+                            "samples_per_s": run_n * gbs / max(now - t_log, 1e-9),
+                            "elapsed_s": self.elapsed_before + now - self.t_start,
+                        }
+                        self.train_log.write([row])
+                        if self.writer is not None:
+                            self.writer.add_scalar("train/loss", row["loss"], self.global_step)
+                            self.writer.add_scalar("train/lr", row["lr"], self.global_step)
+                        run_loss, run_n, t_log = 0.0, 0, now
+                    ce = cfg.output.checkpoint_every_steps
+                    if ce and self.global_step % ce == 0 and self.position < self.steps_per_epoch:
+                        last_path = self.save(loss_val) or last_path
+                if bar is not None:
+                    bar.close()
+                if stopped:
+                    status = "stopped"
+                    last_path = self.save(loss_val) or last_path
+                    break
+                # --- end of epoch ---
+                epoch_time = time.perf_counter() - t_epoch
+                summary: dict[str, Any] = {
+                    "epoch": self.epoch + 1, "global_step": self.global_step, "rollout_steps": K,
+                    "train_loss": epoch_loss / max(1, epoch_n), "epoch_time_s": epoch_time,
+                    "samples_per_s": epoch_n * gbs / max(epoch_time, 1e-9),
+                }
+                do_val = self.data.val is not None and (self.epoch + 1) % cfg.validation.every_epochs == 0
+                if do_val or self.data.val is not None and self.epoch + 1 == cfg.schedule.epochs:
+                    self.last_val = self.validate()
+                    summary["val_loss"] = self.last_val["loss"]
+                    if info.is_main:
+                        self._log_validation(self.last_val)
+                self.epoch += 1
+                self.position = 0
+                summary["elapsed_s"] = self.elapsed_before + time.perf_counter() - self.t_start
+                self.history.append(summary)
+                if info.is_main:
+                    self.train_log.write([{
+                        "epoch": summary["epoch"], "global_step": self.global_step, "split": "epoch",
+                        "loss": summary["train_loss"], "lr": self.scheduler.get_last_lr()[0], "rollout_steps": K,
+                        "samples_per_s": summary["samples_per_s"], "elapsed_s": summary["elapsed_s"],
+                    }])
+                    if "val_loss" in summary:
+                        self.train_log.write([{
+                            "epoch": summary["epoch"], "global_step": self.global_step, "split": "val",
+                            "loss": summary["val_loss"], "elapsed_s": summary["elapsed_s"],
+                        }])
+                    log.info("epoch %d/%d: train loss %.4g%s (%.1f s, %.1f samples/s)", summary["epoch"],
+                             cfg.schedule.epochs, summary["train_loss"],
+                             f", val loss {summary['val_loss']:.4g}" if "val_loss" in summary else "",
+                             epoch_time, summary["samples_per_s"])
+                last_path = self.save(summary["train_loss"]) or last_path
+        if status == "finished" and info.is_main:
+            ckpt_io.atomic_write_text(self.run_dir / "DONE", f"finished at step {self.global_step}\n")
+        if self.writer is not None:
+            self.writer.close()
+        return FitResult(
+            run_dir=self.run_dir, checkpoint=last_path, status=status, epoch=self.epoch,
+            global_step=self.global_step, history=list(self.history), validation=dict(self.last_val),
+            wall_time_s=time.perf_counter() - self.t_start,
+        )
+
+    def _log_validation(self, val: Mapping[str, Any]) -> None:
+        rows = []
+        for c in self.channel_names:
+            for k, lead in enumerate(val["lead_hours"]):
+                rows.append({
+                    "epoch": self.epoch + 1, "global_step": self.global_step, "channel": c,
+                    "units": val["units"][c], "lead_hours": lead, "rmse": val["rmse"][c][k],
+                    "persistence_rmse": val["persistence_rmse"][c][k],
+                })
+                if self.writer is not None:
+                    self.writer.add_scalar(f"val_rmse/{c}/{lead:g}h", val["rmse"][c][k], self.global_step)
+        self.val_log.write(rows)
+        lead = val["lead_hours"][0]
+        parts = [
+            f"{c} {val['rmse'][c][0]:.4g} (persistence {val['persistence_rmse'][c][0]:.4g})"
+            for c in self.channel_names
+        ]
+        log.info("validation RMSE at %gh [%d samples]: %s", lead, val["samples"], "; ".join(parts))
+
+
+# =============================================================================================
+# entry point
+# =============================================================================================
+
+
+def fit(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool | str | os.PathLike | None = None,
+    deadline: float | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train a model as described by a config (see :mod:`atmos.train.config`).
+
+    Parameters
+    ----------
+    config : TrainConfig, mapping or path to YAML
+    overrides : sequence of str
+        ``key=value`` overrides applied on top (``optimizer.lr=3e-4``).
+    resume : bool, path or None
+        ``True``/``"auto"``: continue from the run's last checkpoint if there is one
+        (else start fresh); a path: continue from that checkpoint or run folder.
+        Continuing reproduces the uninterrupted run bit for bit on CPU (same number
+        of processes).
+    deadline : float, optional
+        Unix time at which to checkpoint and stop (default: env ``ATMOS_DEADLINE``, set
+        by the ``atmos slurm`` scripts).
+    stop_after : int, optional
+        Checkpoint and stop after this many optimizer steps in this call.
+
+    Returns
+    -------
+    FitResult
+    """
+    cfg = load_config(config, overrides)
+    if deadline is None and os.environ.get("ATMOS_DEADLINE"):
+        try:
+            deadline = float(os.environ["ATMOS_DEADLINE"])
+        except ValueError as err:
+            raise ConfigError(f"ATMOS_DEADLINE must be Unix seconds, got {os.environ['ATMOS_DEADLINE']!r}.") from err
+    already = torch.distributed.is_available() and torch.distributed.is_initialized()
+    info = dist_utils.init_distributed(cfg.device)
+    created_group = info.enabled and not already
+    try:
+        trainer = _Trainer(cfg, info, resume, deadline, stop_after)
+        return trainer.run()
+    finally:
+        if created_group:
+            dist_utils.cleanup_distributed()
