@@ -48,7 +48,7 @@ def load_physicsnemo_padding() -> tuple[types.ModuleType | None, str]:
         return None, f"cannot locate physicsnemo: {exc}"
     if spec is None or not spec.submodule_search_locations:
         return None, "physicsnemo is not installed (pip install --no-deps nvidia-physicsnemo jaxtyping)"
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     padding_py = root / "nn" / "module" / "hpx" / "padding.py"
     version_py = root / "core" / "version_check.py"
     if not padding_py.is_file() or not version_py.is_file():
@@ -141,14 +141,20 @@ def main() -> None:
             for cs in (slice(0, p), slice(m - p, m)):
                 corner[rs, cs] = True
         diff = (ours - ref).abs()
-        print(f"  max |atmos - PhysicsNeMo| on all non-corner cells (centre + edge strips): "
-              f"{diff[..., ~corner].max().item():.3g}")
-        print(f"  max |atmos - PhysicsNeMo| on the corner blocks of equatorial faces 4-7: "
-              f"{diff[:, :, 4:8][..., corner].max().item():.3g}")
-        print(f"  max |atmos - PhysicsNeMo| on the corner blocks of polar faces 0-3, 8-11: "
-              f"{diff[:, :, [0, 1, 2, 3, 8, 9, 10, 11]][..., corner].max().item():.3g} "
-              "(expected > 0: at three-face vertices PhysicsNeMo copies on polar faces, "
-              "atmos averages everywhere)")
+        print(
+            f"  max |atmos - PhysicsNeMo| on all non-corner cells (centre + edge strips): "
+            f"{diff[..., ~corner].max().item():.3g}"
+        )
+        print(
+            f"  max |atmos - PhysicsNeMo| on the corner blocks of equatorial faces 4-7: "
+            f"{diff[:, :, 4:8][..., corner].max().item():.3g}"
+        )
+        print(
+            f"  max |atmos - PhysicsNeMo| on the corner blocks of polar faces 0-3, 8-11: "
+            f"{diff[:, :, [0, 1, 2, 3, 8, 9, 10, 11]][..., corner].max().item():.3g} "
+            "(expected > 0: at three-face vertices PhysicsNeMo copies on polar faces, "
+            "atmos averages everywhere)"
+        )
 
     cases = [("atmos HealpixPad", atmos_pad, x), ("circular F.pad", circular, x_folded)]
     if pn_pad is not None:

@@ -277,17 +277,17 @@ def _lstsq_columns(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
     scale = float(np.max(np.abs(x))) or 1.0  # column scaling: conditioning of x**k
     X = _basis(x, degree, scale)
     unscale = scale ** -np.arange(p, dtype=np.float64)
-    finite = np.isfinite(y)
-    full = finite.all(axis=0)
     q, r = np.linalg.qr(X)
-    if full.all():
-        return np.linalg.solve(r, q.T @ y) * unscale[:, None]
+    qty = q.T @ y  # [p, m]; NaN/inf in a column of y makes that column non-finite
+    full = np.isfinite(qty).all(axis=0)
     coef = np.full((p, m), np.nan)
-    if full.any():
-        coef[:, full] = np.linalg.solve(r, q.T @ y[:, full])
+    coef[:, full] = np.linalg.solve(r, qty[:, full])
     part = np.nonzero(~full)[0]
-    mask = finite[:, part].astype(np.float64)  # [n, m']
-    yz = np.where(finite[:, part], y[:, part], 0.0)
+    if part.size == 0:
+        return coef * unscale[:, None]
+    finite = np.isfinite(y[:, part])
+    mask = finite.astype(np.float64)  # [n, m']
+    yz = np.where(finite, y[:, part], 0.0)
     gram = np.einsum("nm,nk,nl->mkl", mask, X, X)  # [m', p, p]
     rhs = np.einsum("nm,nk->mk", yz, X)  # [m', p]
     ok = mask.sum(axis=0) >= p
@@ -338,8 +338,11 @@ class _Samples:
         for k, ds in self.blocks.items():
             rows = {v: _rows(ds[v]) for v in self.variables}
             has = np.zeros(ds.sizes["time"], dtype=bool)
-            for y in rows.values():
-                has |= np.isfinite(y).any(axis=1)
+            for y in rows.values():  # a sample has data if any value is finite (cheap: check 1 column first)
+                has |= np.isfinite(y[:, 0])
+                unsure = np.nonzero(~has)[0]
+                if unsure.size:
+                    has[unsure] = np.isfinite(y[unsure]).any(axis=1)
             self.rows[k] = {v: y[has] if not has.all() else y for v, y in rows.items()}
             t = np.asarray(ds["time"].values) if "time" in ds.coords else np.arange(ds.sizes["time"])
             self.times[k] = t[has]
@@ -621,8 +624,10 @@ class PatternScaling:
         Raises
         ------
         DataError
-            Mismatched scenario/time coordinates or grids, NaN in the driver where the
-            fields have data, or a driver with too few distinct values.
+            Mismatched scenarios, a driver lacking years of the fields, NaN in the driver
+            where the fields have data, or a driver with too few distinct values.
+        GridError
+            Scenarios on different grids.
         """
         gmst_series = gmst
         if gmst_series is not None and self.stage1 is None:

@@ -12,7 +12,9 @@ from atmos.errors import AtmosError
 
 # command name -> module under atmos.cli (each has `add_parser(subparsers)` and `run(args) -> int`)
 COMMANDS: dict[str, str] = {
+    "baseline": "atmos.cli.baseline",
     "catalog": "atmos.cli.catalog",
+    "evaluate": "atmos.cli.evaluate",
     "info": "atmos.cli.info",
     "stats": "atmos.cli.stats",
 }

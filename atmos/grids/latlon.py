@@ -23,6 +23,11 @@ def _as_1d(name: str, values: Any) -> np.ndarray:
             f"{name} must be a non-empty 1-D array of degrees, got shape {arr.shape}. "
             f"Pass the cell-centre {name} values as a 1-D sequence."
         )
+    if not np.all(np.isfinite(arr)):
+        raise GridError(
+            f"{name} must be finite, got {int(np.sum(~np.isfinite(arr)))} NaN/inf value(s). "
+            f"Drop or fill the missing {name} coordinates."
+        )
     return arr
 
 

@@ -361,11 +361,19 @@ def _check_faces(x: Any, what: str = "x") -> int:
         raise GridError(
             f"{what} must be shaped [..., 12, n, n] (12 square HEALPix base faces), got {shape}. "
             "Convert a cell vector with HealpixGrid(nside).cells_to_faces(x); a DLWP-style folded "
-            "[B*12, C, n, n] tensor must be unfolded to [B, C, 12, n, n] first."
+            "[B*12, C, n, n] tensor becomes [B, C, 12, n, n] with x.view(B, 12, C, n, n).transpose(1, 2)."
         )
     if not (x.is_floating_point() or x.is_complex()):
         raise GridError(f"{what} must have a floating-point dtype, got {x.dtype}. Use x.float() first.")
+    _check_face_size(shape[-1], shape)
     return shape[-1]
+
+
+def _check_face_size(n: int, shape: tuple[int, ...]) -> int:
+    try:
+        return _check_nside(n)
+    except GridError as exc:
+        raise GridError(f"faces of size {n} (tensor shape {shape}) are not a HEALPix grid: {exc}") from None
 
 
 def _halo_blocks(n: int, p: int) -> list[int]:
@@ -465,8 +473,7 @@ def healpix_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
         If ``x`` is not ``[..., 12, n, n]`` with ``n`` a power of two, or ``pad``
         is not an integer in ``[1, n]``.
     """
-    n = _check_faces(x)
-    nside = _check_nside(n)
+    nside = _check_faces(x)
     pad = _check_pad(pad, nside)
     return _pad_impl(x, pad, _device_buffers(nside, pad, x.device))
 
@@ -491,7 +498,7 @@ def healpix_unpad(x: torch.Tensor, pad: int) -> torch.Tensor:
     m = x.shape[-1]
     if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 1 or m - 2 * pad < 1:
         raise GridError(f"pad must be an integer with 1 <= pad < {m}/2 for faces of size {m}, got {pad!r}.")
-    _check_nside(m - 2 * pad)
+    _check_face_size(m - 2 * pad, tuple(x.shape))
     return x[..., pad : m - pad, pad : m - pad]
 
 
@@ -518,7 +525,9 @@ class HealpixPad(torch.nn.Module):
         self.pad = _check_pad(pad, self.nside)
         table = _pad_table(self.nside, self.pad)
         for k in _BUFFERS:
-            self.register_buffer(k, torch.as_tensor(np.array(getattr(table, k)), dtype=torch.int64), persistent=False)
+            self.register_buffer(
+                k, torch.as_tensor(np.array(getattr(table, k)), dtype=torch.int64), persistent=False
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = _check_faces(x)

@@ -86,8 +86,13 @@ def _atmos_version() -> str:
         return "unknown"
 
 
-def _reduction_dims(ds: xr.Dataset, dims: Sequence[str]) -> tuple[str, ...]:
+DEFAULT_DIMS = ("time", "latitude", "longitude")
+
+
+def _reduction_dims(ds: xr.Dataset, dims: Sequence[str] | None) -> tuple[str, ...]:
     """Map the requested dims onto the dataset (latitude/longitude -> cell on HEALPix)."""
+    if dims is None:  # the default: time only where there is one (a statics-only dataset has none)
+        dims = tuple(d for d in DEFAULT_DIMS if d != "time" or "time" in ds.dims)
     dims = (dims,) if isinstance(dims, str) else tuple(dims)
     healpix = "cell" in ds.dims
     out: list[str] = []
@@ -280,7 +285,7 @@ def _variable_stats(x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: 
 
 def compute_stats(
     ds: xr.Dataset,
-    dims: Sequence[str] = ("time", "latitude", "longitude"),
+    dims: Sequence[str] | None = None,
     variables: Iterable[Hashable] | None = None,
 ) -> xr.Dataset:
     """Area-weighted normalization statistics of a canonical dataset (lazy).
@@ -289,8 +294,9 @@ def compute_stats(
     ----------
     ds : xarray.Dataset
         Canonical cube (lat-lon or HEALPix ``cell``). Dask-backed data stay lazy.
-    dims : sequence of str
-        Dimensions to reduce over. On a HEALPix dataset ``latitude``/``longitude``
+    dims : sequence of str, optional
+        Dimensions to reduce over (default ``("time", "latitude", "longitude")``,
+        without ``time`` for a dataset that has none). On a HEALPix dataset ``latitude``/``longitude``
         mean ``cell``. Dimensions a variable lacks are ignored for it (statics have
         no ``time``).
     variables : iterable of str, optional
@@ -390,7 +396,7 @@ def compute_and_save_stats(
     ds: xr.Dataset,
     path: str | os.PathLike | None = None,
     *,
-    dims: Sequence[str] = ("time", "latitude", "longitude"),
+    dims: Sequence[str] | None = None,
     variables: Iterable[Hashable] | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -478,9 +484,17 @@ def _stat_for(stats: xr.Dataset, name: Hashable, stat: str, like: xr.DataArray |
 
 
 def stat_values(
-    stats: xr.Dataset, name: Hashable, kind: Kind = "state", like: xr.DataArray | None = None
+    stats: xr.Dataset,
+    name: Hashable,
+    kind: Kind = "state",
+    like: xr.DataArray | None = None,
+    *,
+    guard: bool = True,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """``(mean, std)`` of ``name`` for ``kind``, with the std-0 guard applied (std 0 -> 1, warned).
+
+    ``like`` (data of the variable) selects the matching levels. ``guard=False``
+    returns the std as stored, without the std-0 replacement and warning.
 
     Raises
     ------
@@ -506,7 +520,7 @@ def stat_values(
         )
     # 0, or below float resolution relative to the mean: a constant field
     zero = (sv == 0) | (sv <= 1e-10 * np.abs(mv))
-    if np.any(zero):
+    if guard and np.any(zero):
         warnings.warn(
             f"{sname} of {name!r} is 0 (a constant field): using std=1 so that normalizing only removes the mean.",
             ZeroStdWarning,

@@ -599,7 +599,7 @@ class WindowDataset(torch.utils.data.Dataset):
             vals = []
             for kind in ("state", "residual"):
                 try:
-                    m, s = stat_values(stats, var, kind, like=like)
+                    m, s = stat_values(stats, var, kind, like=like, guard=kind == "state")
                 except DataError:
                     if kind == "state":
                         raise

@@ -245,13 +245,63 @@ def _folded_tables(nside: int, pad: int) -> dict[str, np.ndarray] | None:
     }
 
 
+def _halo_values(x5: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Halo values ``[n_halo, B, C]`` gathered from ``x5`` ``[B, 12, C, n*n]``."""
+    vals = x5[:, t["src_f"], :, t["src_p"]]
+    if t["avg_slot"].numel():
+        a = vals.index_select(0, t["avg_slot"])
+        b = x5[:, t["avg_f"], :, t["avg_p"]]
+        vals.index_copy_(0, t["avg_slot"], 0.5 * (a + b))
+    return vals
+
+
+class _FoldedPad(torch.autograd.Function):
+    """Forward: centre copy + halo gather/scatter. Backward: centre slice + halo scatter-add.
+
+    A custom backward avoids the full-size zero tensors that autograd would create
+    for each advanced-indexing gather.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pad: int, tables: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        bf, c, n, _ = x.shape
+        b, m = bf // 12, n + 2 * pad
+        x = x.contiguous()
+        out = x.new_empty(bf, c, m, m)
+        out[:, :, pad : pad + n, pad : pad + n] = x
+        torch.ops.aten.index_put_(
+            out.view(b, 12, c, m * m), [None, tables["dst_f"], None, tables["dst_p"]],
+            _halo_values(x.view(b, 12, c, n * n), tables), False,
+        )
+        ctx.pad, ctx.tables, ctx.n = pad, tables, n
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        p, t, n = ctx.pad, ctx.tables, ctx.n
+        bf, c, m, _ = grad.shape
+        b = bf // 12
+        grad = grad.contiguous()
+        gx = grad[:, :, p : p + n, p : p + n].contiguous()
+        g_halo = grad.view(b, 12, c, m * m)[:, t["dst_f"], :, t["dst_p"]]  # [n_halo, B, C]
+        gx5 = gx.view(b, 12, c, n * n)
+        if t["avg_slot"].numel():
+            g_avg = 0.5 * g_halo.index_select(0, t["avg_slot"])
+            g_halo.index_copy_(0, t["avg_slot"], g_avg)
+            torch.ops.aten.index_put_(gx5, [None, t["avg_f"], None, t["avg_p"]], g_avg, True)
+        torch.ops.aten.index_put_(gx5, [None, t["src_f"], None, t["src_p"]], g_halo, True)
+        return gx, None, None
+
+
 class FoldedHealpixPad(nn.Module):
     """HEALPix halo padding for faces folded into the batch, ``[B*12, C, n, n]``.
 
     Same values as :func:`atmos.grids.padding.healpix_pad` on the unfolded
-    ``[B, C, 12, n, n]`` tensor (whose index tables it reuses), without the two
-    permute copies: the centre is a ``F.pad`` and the halo one gather + one
-    scatter over the (face, pixel) pairs of the ``[B, 12, C, n*n]`` view.
+    ``[B, C, 12, n, n]`` tensor (whose index tables it reuses, see
+    :func:`_folded_tables`), without permute copies: the centre is one strided copy
+    and the halo one gather + one scatter over the (face, pixel) pairs of the
+    ``[B, 12, C, n*n]`` view. The backward pass is the matching slice + scatter-add.
 
     Parameters
     ----------
@@ -272,6 +322,7 @@ class FoldedHealpixPad(nn.Module):
         self.pad = int(pad)
         tables = _folded_tables(self.nside, self.pad)
         self.fast = tables is not None
+        self._keys = tuple(tables) if tables is not None else ()
         if tables is not None:
             for key, val in tables.items():
                 self.register_buffer(key, torch.as_tensor(val, dtype=torch.int64), persistent=False)
@@ -283,21 +334,13 @@ class FoldedHealpixPad(nn.Module):
                 f"FoldedHealpixPad(nside={self.nside}) expects [B*12, C, {self.nside}, {self.nside}], "
                 f"got {list(x.shape)}."
             )
-        b, n, p = bf // 12, self.nside, self.pad
-        m = n + 2 * p
         if not self.fast:
             from atmos.grids.padding import healpix_pad
 
+            b, n, p = bf // 12, self.nside, self.pad
             y = healpix_pad(x.reshape(b, 12, c, n, n).transpose(1, 2), p)
-            return y.transpose(1, 2).reshape(bf, c, m, m)
-        x5 = x.reshape(b, 12, c, n * n)
-        vals = x5[:, self.src_f, :, self.src_p]  # [n_halo, B, C]
-        if self.avg_slot.numel():
-            mean = 0.5 * (x5[:, self.src_f[self.avg_slot], :, self.src_p[self.avg_slot]] + x5[:, self.avg_f, :, self.avg_p])
-            vals = vals.index_copy(0, self.avg_slot, mean)
-        out = F.pad(x, (p, p, p, p))
-        out.view(b, 12, c, m * m)[:, self.dst_f, :, self.dst_p] = vals
-        return out
+            return y.transpose(1, 2).reshape(bf, c, n + 2 * p, n + 2 * p)
+        return _FoldedPad.apply(x, self.pad, {k: getattr(self, k) for k in self._keys})
 
     def extra_repr(self) -> str:
         return f"nside={self.nside}, pad={self.pad}"

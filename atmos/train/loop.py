@@ -475,6 +475,9 @@ def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
     else:
         filled["nlat"], filled["nlon"] = int(grid.shape[0]), int(grid.shape[1])
         filled["poles"] = grid.kind == "equiangular_with_poles"
+    if "inputs" in params or "outputs" in params:  # user-chosen prognostic channels: checked, not completed
+        filled.pop("inputs")
+        filled.pop("outputs")
     accepted = _model_fields(cfg.model.name)
     for k, v in filled.items():
         if k in params:

@@ -53,8 +53,10 @@ def _three_face_corners(nside: int, pad: int) -> list[dict]:
             pix = nest[f, r, c]
             if nb[pix, HEALPY_DIRS[(sx, sy)]] != -1:
                 continue
-            trio = frozenset([int(pix), int(nb[pix, HEALPY_DIRS[(sx, 0)]]), int(nb[pix, HEALPY_DIRS[(0, sy)]])])
-            out.append(dict(face=f, rc=r + pad, cc=c + pad, dr=-sx, dc=-sy, trio=trio))
+            trio = frozenset(
+                [int(pix), int(nb[pix, HEALPY_DIRS[(sx, 0)]]), int(nb[pix, HEALPY_DIRS[(0, sy)]])]
+            )
+            out.append({"face": f, "rc": r + pad, "cc": c + pad, "dr": -sx, "dc": -sy, "trio": trio})
     return out
 
 

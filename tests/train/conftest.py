@@ -1,0 +1,60 @@
+"""Tiny synthetic data and configs for the training tests."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import pytest
+
+VARIABLES = ["geopotential", "temperature", "2m_temperature"]
+
+
+@pytest.fixture(scope="session")
+def mock_store(tmp_path_factory) -> Path:
+    """A 12-day, 6-hourly synthetic cube on 8x16 written to zarr (train: days 1-8, val: days 9-12)."""
+    from atmos.testing import mock_era5
+
+    ds = mock_era5(
+        "2020-01-01", periods=48, nlat=8, nlon=16, levels=(500, 850),
+        variables=[*VARIABLES, "toa_incident_solar_radiation"], canonical=True, seed=3,
+    )
+    path = tmp_path_factory.mktemp("data") / "mock.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(path, mode="w")
+    return path
+
+
+def make_config(store: Path, out: Path, **sections) -> dict:
+    """A tiny ViT config on the mock store; ``sections`` update the top-level sections."""
+    cfg = {
+        "model": {"name": "vit", "params": {"embed_dim": 16, "depth": 2, "num_heads": 2, "window_size": [2, 2]}},
+        "data": {
+            "source": str(store), "period": ["2020-01-01", "2020-01-08T18"], "variables": list(VARIABLES),
+            "levels": [500, 850], "forcings": ["toa_incident_solar_radiation", "cos_time_of_day"],
+            "statics": ["land_sea_mask"], "batch_size": 2,
+        },
+        "validation": {"source": str(store), "period": ["2020-01-09", "2020-01-12T18"], "samples": 4, "steps": 2},
+        "optimizer": {"lr": 3e-3},
+        "schedule": {"epochs": 2, "warmup_steps": 2, "max_steps_per_epoch": 3},
+        "multistep": {"steps": 1, "maximum": 2, "epoch_increment": 1},
+        "output": {"dir": str(out), "name": "run", "progress": False, "log_every_steps": 1},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            merged = copy.deepcopy(cfg[key])
+            merged.update(value)
+            cfg[key] = merged
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture
+def tiny_config(mock_store, tmp_path):
+    def factory(**sections) -> dict:
+        return make_config(mock_store, tmp_path / "runs", **sections)
+
+    return factory
