@@ -69,9 +69,10 @@ def _setup_logging(level: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     root = logging.getLogger()
     if not root.handlers:
+        tag = f"[rank {rank}] " if "WORLD_SIZE" in os.environ else ""
         logging.basicConfig(
             level=level if rank == 0 else "WARNING",
-            format=f"%(asctime)s {'[rank %d] ' % rank if 'WORLD_SIZE' in os.environ else ''}%(levelname)s %(name)s: %(message)s",
+            format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s",
             datefmt="%H:%M:%S",
         )
     logging.getLogger("atmos").setLevel(level if rank == 0 else "WARNING")
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m atmos.cli.train`` (used by torchrun and the SLURM scripts)."""
     from atmos.errors import AtmosError
 
-    parser = argparse.ArgumentParser(prog="atmos train", description=__doc__.splitlines()[0], epilog=_EPILOG,
+    parser = argparse.ArgumentParser(prog="atmos train", description="Train an emulator from a YAML config.", epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     args = parser.parse_args(argv)

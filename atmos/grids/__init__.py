@@ -2,10 +2,30 @@
 
 from atmos.grids.healpix import HealpixGrid, face_nest_index
 from atmos.grids.latlon import LatLonGrid
+from atmos.grids.regrid import (
+    METHODS,
+    HealpixToLatLon,
+    LatLonToHealpix,
+    LatLonToLatLon,
+    Regridder,
+    latlon_healpix_overlap,
+)
 
 Grid = LatLonGrid | HealpixGrid
 
-__all__ = ["Grid", "HealpixGrid", "LatLonGrid", "face_nest_index", "grid_from_dict"]
+__all__ = [
+    "METHODS",
+    "Grid",
+    "HealpixGrid",
+    "HealpixToLatLon",
+    "LatLonGrid",
+    "LatLonToHealpix",
+    "LatLonToLatLon",
+    "Regridder",
+    "face_nest_index",
+    "grid_from_dict",
+    "latlon_healpix_overlap",
+]
 
 
 def grid_from_dict(d: dict) -> Grid:

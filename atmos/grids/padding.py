@@ -9,7 +9,8 @@ coordinates ``x = nside-1-r``, ``y = nside-1-c`` on base cell ``f``.
 
 Geometry of the halo
 --------------------
-Every halo cell holds the value of a real pixel:
+Every halo cell outside the three-face corner blocks (below) holds the value of a
+real pixel:
 
 * **Edge strips** (one of ``x``, ``y`` outside ``[0, nside)``): the face's local
   ``(x, y)`` grid is continued straight across the edge into the neighbouring base
@@ -73,7 +74,7 @@ from healpix_geo import nested as hg_nested
 from atmos.errors import GridError
 from atmos.grids.healpix import _check_nside
 
-__all__ = ["HealpixPad", "healpix_pad", "healpix_unpad"]
+__all__ = ["HealpixPad", "healpix_pad", "healpix_pad_indices", "healpix_unpad"]
 
 # (dx, dy) step in base-cell coordinates -> column of
 # healpix_geo.nested.neighbours(..., connectivity="all") (order S,SW,W,NW,N,NE,E,SE).
@@ -329,6 +330,30 @@ def _pad_table(nside: int, pad: int) -> _PadTable:
     if min(table.avg_slot.min(), table.avg_slot_a.min(), table.avg_slot_b.min()) < 0:  # pragma: no cover
         raise RuntimeError("averaged corner cells must take their values from halo cells")
     return table
+
+
+def healpix_pad_indices(nside: int, pad: int) -> dict[str, np.ndarray]:
+    """The gather tables behind :func:`healpix_pad` (fresh copies of the cached ones).
+
+    For building the same padding on another layout (e.g. faces folded into the
+    batch). With ``m = nside + 2*pad``, ``x`` flattened to ``[..., 12*nside*nside]``
+    and ``out`` to ``[..., 12*m*m]``::
+
+        out = x[..., src.ravel()]
+        out[..., avg_dst] = 0.5 * (x[..., avg_src_a] + x[..., avg_src_b])
+
+    Returns
+    -------
+    dict of numpy.ndarray (int64)
+        ``src`` [12, m, m]: input position of every output cell (for averaged cells
+        the first of their two sources); ``avg_dst`` [na]: flat output positions of
+        the averaged cells (diagonals of the three-face corner blocks, ``na = 24*pad``);
+        ``avg_src_a``, ``avg_src_b`` [na]: their two input positions.
+    """
+    nside = _check_nside(nside)
+    pad = _check_pad(pad, nside)
+    t = _pad_table(nside, pad)
+    return {k: getattr(t, k).copy() for k in ("src", "avg_dst", "avg_src_a", "avg_src_b")}
 
 
 # -----------------------------------------------------------------------------

@@ -45,26 +45,34 @@ Methods
     edges. The overlap area of each polygon with each lattice square it touches is
     computed in closed form with Green's theorem (line integrals of ``u dv`` along
     the clipped polygon edges plus the lattice-square edge inside the polygon),
-    which is exact up to rounding. The overlap matrix ``A[hpx, ll]`` (steradians)
-    is then given exactly the marginals of the two grids' ``area_weights()`` by a
-    few iterations of iterative proportional fitting (it changes entries by
-    ~1e-13 relative: it only removes rounding), and the weights are
-    ``A / area_dst``. Constants map to constants and the area-weighted global mean
-    is preserved to ~1e-15 relative (float64). *lat-lon -> lat-lon*: the exact
-    separable overlaps in ``sin(latitude)`` and (periodic) longitude.
+    which is exact up to rounding (the marginals of the raw matrix match the cell
+    areas to ~1e-13, ~1e-10 for the tiny polar cells of a 0.25 degree grid). One
+    step of iterative proportional fitting then gives the overlap matrix
+    ``A[hpx, ll]`` (steradians) the marginals ``4 pi * area_weights()`` of the two
+    grids (it only removes rounding), and the weights are ``A / area_dst``.
+    Constants map to constants and the area-weighted global mean is preserved to
+    ~1e-14 relative in float64 (float32: ~1e-7). See :func:`latlon_healpix_overlap`.
+    *lat-lon -> lat-lon*: the exact separable overlaps in ``sin(latitude)`` and
+    (periodic) longitude.
 ``"nearest"``
     The value of the source cell that contains the target cell centre (for
     lat-lon sources: the cell bounded by :attr:`LatLonGrid.lat_bounds` /
-    :attr:`~LatLonGrid.lon_bounds`; for HEALPix sources:
+    :attr:`~LatLonGrid.lon_bounds`, half-open ``[south, north) x [west, east)`` for
+    targets exactly on a boundary; for HEALPix sources:
     ``healpix_geo.nested.lonlat_to_healpix``).
 
 Storage
 -------
-Operators with a bounded number of source points per target (bilinear, nearest,
-and conservative when it stays small) use a padded gather ``idx [n_out, k]``,
-``w [n_out, k]`` (``y = (x[..., idx] * w).sum(-1)``); conservative operators with
-long rows (e.g. fine lat-lon -> coarse HEALPix) use a CSR sparse matrix product.
-Lat-lon -> lat-lon operators are separable: ``y = M_lat @ x @ M_lon.T``.
+Nearest operators, and operators onto a grid with fewer points than the source
+and at most 32 source points per target (e.g. bilinear 0.25 degree -> HEALPix),
+use a padded gather ``index [k, n_out]``, ``weight [k, n_out]``
+(``y = sum_j x[..., index[j]] * weight[j]``, one gather and fused multiply-add per
+slot ``j``). The others (long or uneven rows, e.g. conservative 0.25 degree ->
+HEALPix, and upsampling, where the source is small) use a CSR sparse matrix
+product, which measured faster there.
+Lat-lon -> lat-lon operators are separable, ``y = M_lat @ x @ M_lon.T``, applied
+as two padded gathers (longitude, then latitude) so that a NaN only spreads to
+the targets whose stencil contains it.
 
 This module uses numpy, scipy, torch and healpix-geo only.
 """
@@ -206,15 +214,15 @@ def _healpix_ring_bilinear(lat: np.ndarray, lon: np.ndarray, nside: int) -> tupl
     k = np.searchsorted(rcolat, colat, side="right")  # between rings k-1 and k
     r1, r2 = np.clip(k - 1, 0, nring - 1), np.clip(k, 0, nring - 1)
 
-    def on_ring(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def on_ring(r: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.mod(lon - rlon[r], 360.0) / (360.0 / npr[r])
         j0 = np.floor(p).astype(np.int64)
         f = p - j0
         j0 = np.mod(j0, npr[r])
         return j0, np.mod(j0 + 1, npr[r]), f
 
-    a0, a1, fa = on_ring(r1)
-    b0, b1, fb = on_ring(r2)
+    a0, a1, fa = on_ring(r1, lon)
+    b0, b1, fb = on_ring(r2, lon)
     inner = (k > 0) & (k < nring)
     t = np.where(inner, (colat - rcolat[r1]) / np.where(inner, rcolat[r2] - rcolat[r1], 1.0), 0.0)
     ids = np.stack([start[r1] + a0, start[r1] + a1, start[r2] + b0, start[r2] + b1], axis=1)
@@ -225,7 +233,7 @@ def _healpix_ring_bilinear(lat: np.ndarray, lon: np.ndarray, nside: int) -> tupl
     ):
         if not cap.any():
             continue
-        j0, j1, f = (q[cap] for q in on_ring(np.full(lon.shape, r)))
+        j0, j1, f = on_ring(np.full(int(cap.sum()), r), lon[cap])
         tc = tc[cap]
         pole = (1.0 - tc) / 4.0  # the pole value is the mean of the ring's 4 pixels
         ids[cap] = start[r] + np.stack([j0, j1, (j0 + 2) % 4, (j1 + 2) % 4], axis=1)
@@ -400,7 +408,8 @@ def latlon_healpix_overlap(
     balance : bool
         If True (default), make the marginals equal to ``4 pi`` times the grids'
         ``area_weights()`` with one step of iterative proportional fitting (it only
-        removes rounding: the exact areas already match to ~1e-12 relative).
+        removes rounding: the exact areas already match to ~1e-13 relative, ~1e-10
+        for the tiny polar cells of a 0.25 degree grid).
     chunk : int
         Polygon/square pairs processed at once (bounds memory).
 
@@ -409,7 +418,21 @@ def latlon_healpix_overlap(
     scipy.sparse.csr_matrix, shape [12 * nside**2, nlat * nlon]
         ``A[p, i * nlon + j]`` is the area in steradians of the intersection of the
         HEALPix cell with nested id ``p`` and the lat-lon cell ``(i, j)``.
+
+    Notes
+    -----
+    In the plane of the (equal-area) HEALPix projection, rotated by 45 degrees and
+    scaled so that the cells at this ``nside`` are the unit squares of the integer
+    lattice, every lat-lon cell (split at ``|z| = 2/3`` and, in the polar caps, at
+    multiples of 90 degrees of longitude) is a convex quadrilateral. Pieces inside
+    a single lattice square contribute their own (shoelace) area; the others are
+    intersected with every lattice square of their bounding box in closed form
+    (:func:`_unit_square_overlap`). Each lattice square is mapped to its nested id
+    through its centre. Cost: O(number of pieces + number of overlapping pairs),
+    vectorized; about 1 s for 721 x 1440 -> nside 64 on one core.
     """
+    if not isinstance(grid, LatLonGrid):
+        raise GridError(f"grid must be a LatLonGrid, got {type(grid).__name__}.")
     hp = HealpixGrid(nside)
     x, y, cell = _latlon_pieces(grid)
     # lattice coordinates: HEALPix cells are the unit squares [i, i+1] x [j, j+1]
@@ -485,9 +508,7 @@ def _balance(a: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, iters: int = 
 # ---------------------------------------------------------------------------------------
 def _interval_overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
     """Overlap lengths of intervals [a0, a1] (rows) and [b0, b1] (columns)."""
-    return np.maximum(
-        np.minimum(a1[:, None], b1[None, :]) - np.maximum(a0[:, None], b0[None, :]), 0.0
-    )
+    return np.maximum(np.minimum(a1[:, None], b1[None, :]) - np.maximum(a0[:, None], b0[None, :]), 0.0)
 
 
 def _separable_matrices(src: LatLonGrid, dst: LatLonGrid, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -496,9 +517,7 @@ def _separable_matrices(src: LatLonGrid, dst: LatLonGrid, method: str) -> tuple[
         zs, zd = np.sin(np.radians(src.lat_bounds)), np.sin(np.radians(dst.lat_bounds))
         mlat = _interval_overlap(zd[:-1], zd[1:], zs[:-1], zs[1:])
         ls, ld = src.lon_bounds, dst.lon_bounds
-        mlon = sum(
-            _interval_overlap(ld[:-1], ld[1:], ls[:-1] + s, ls[1:] + s) for s in (-360.0, 0.0, 360.0)
-        )
+        mlon = sum(_interval_overlap(ld[:-1], ld[1:], ls[:-1] + s, ls[1:] + s) for s in (-360.0, 0.0, 360.0))
         mlat /= mlat.sum(axis=1, keepdims=True)
         mlon /= mlon.sum(axis=1, keepdims=True)
         return mlat, mlon
@@ -518,6 +537,27 @@ def _separable_matrices(src: LatLonGrid, dst: LatLonGrid, method: str) -> tuple[
     np.add.at(mlon, (np.arange(dst.nlon), j0), 1.0 - f)
     np.add.at(mlon, (np.arange(dst.nlon), j1), f)
     return mlat, mlon
+
+
+def _padded(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``[n_out, n_in]`` matrix -> slot-major padded ``index, weight [k, n_out]``."""
+    rows, cols = np.nonzero(m)
+    counts = np.bincount(rows, minlength=m.shape[0])
+    k = max(int(counts.max()), 1)
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    idx = np.zeros((k, m.shape[0]), dtype=np.int64)
+    w = np.zeros((k, m.shape[0]), dtype=np.float64)
+    idx[slot, rows] = cols
+    w[slot, rows] = m[rows, cols]
+    return idx, w
+
+
+def _gather_sum(x: torch.Tensor, dim: int, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``sum_j x.index_select(dim, index[j]) * weight[j]`` (one gather + fused multiply-add per slot)."""
+    y = x.index_select(dim, index[0]) * weight[0]
+    for j in range(1, index.shape[0]):
+        y = torch.addcmul(y, x.index_select(dim, index[j]), weight[j])
+    return y
 
 
 # ---------------------------------------------------------------------------------------
@@ -591,8 +631,10 @@ class Regridder(nn.Module):
             if method == "bilinear":
                 _, s, n = _lat_extension(src_grid)
                 self._pole_ext = (s, n)
-            self.register_buffer("m_lat", torch.from_numpy(mlat), persistent=False)
-            self.register_buffer("m_lon_t", torch.from_numpy(np.ascontiguousarray(mlon.T)), persistent=False)
+            for name, m in (("lat", mlat), ("lon", mlon)):
+                idx, w = _padded(m)
+                self.register_buffer(f"index_{name}", torch.from_numpy(idx), persistent=False)
+                self.register_buffer(f"weight_{name}", torch.from_numpy(w), persistent=False)
             self._nnz = int(np.count_nonzero(mlat)) * int(np.count_nonzero(mlon))
             return
         if isinstance(src_grid, LatLonGrid) and isinstance(dst_grid, HealpixGrid):
@@ -616,10 +658,10 @@ class Regridder(nn.Module):
             order = np.argsort(rows, kind="stable")
             rows, cols, vals = rows[order], cols[order], vals[order]
             slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-            idx = np.zeros((n_dst, kmax), dtype=np.int64)
-            w = np.zeros((n_dst, kmax), dtype=np.float64)
-            idx[rows, slot] = cols
-            w[rows, slot] = vals
+            idx = np.zeros((kmax, n_dst), dtype=np.int64)  # slot-major: one gather per slot
+            w = np.zeros((kmax, n_dst), dtype=np.float64)
+            idx[slot, rows] = cols
+            w[slot, rows] = vals
             self.register_buffer("index", torch.from_numpy(idx), persistent=False)
             self.register_buffer("weight", torch.from_numpy(w), persistent=False)
         else:
@@ -692,7 +734,9 @@ class Regridder(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise GridError(f"expected a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor().")
+            raise GridError(
+                f"expected a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor()."
+            )
         n = len(self.src_shape)
         if tuple(x.shape[x.ndim - n :]) != self.src_shape or x.ndim < n:
             dims = ", ".join(str(s) for s in self.src_shape)
@@ -730,7 +774,8 @@ class Regridder(nn.Module):
         self._check(x)
         batch = x.shape[: x.ndim - len(self.src_shape)]
         if self._mode == "separable":
-            y = x @ self._cast(self.m_lon_t, x)  # [..., nlat_src, nlon_dst]
+            # longitude first: [..., nlat_src, nlon_src] -> [..., nlat_src, nlon_dst]
+            y = _gather_sum(x, -1, self.index_lon, self._cast(self.weight_lon, x))
             south, north = self._pole_ext
             if south or north:
                 parts = []
@@ -740,7 +785,7 @@ class Regridder(nn.Module):
                 if north:
                     parts.append(x[..., -1:, :].mean(dim=-1, keepdim=True).expand(*batch, 1, y.shape[-1]))
                 y = torch.cat(parts, dim=-2)
-            return self._cast(self.m_lat, x) @ y
+            return _gather_sum(y, -2, self.index_lat, self._cast(self.weight_lat, x)[..., None])
         xf = x.reshape(-1, int(np.prod(self.src_shape)))
         if any(self._pole_ext):
             nlat, nlon = self.src_shape
@@ -748,13 +793,10 @@ class Regridder(nn.Module):
             xf = torch.cat([xf, xr[:, 0, :].mean(-1, keepdim=True), xr[:, -1, :].mean(-1, keepdim=True)], -1)
         w = self._cast(self.weight, x)
         if self._mode == "gather":
-            n_dst, k = self.index.shape
             if self.method == "nearest":  # a pure copy (keeps inf/nan exactly)
-                y = xf.index_select(-1, self.index.view(-1))
-            elif k == 1:
-                y = xf.index_select(-1, self.index.view(-1)) * w.view(-1)
-            else:
-                y = (xf.index_select(-1, self.index.view(-1)).view(-1, n_dst, k) * w).sum(-1)
+                y = xf.index_select(-1, self.index[0])
+            else:  # one gather + fused multiply-add per slot (faster than a [.., n, k] reduction)
+                y = _gather_sum(xf, -1, self.index, w)
         else:
             y = self._csr_matmul(xf, w)
         return y.reshape(*batch, *self.dst_shape)

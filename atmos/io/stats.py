@@ -82,7 +82,7 @@ def _atmos_version() -> str:
         from atmos import __version__
 
         return str(__version__)
-    except Exception:  # pragma: no cover - partial installs
+    except ImportError:  # pragma: no cover - partial installs
         return "unknown"
 
 
@@ -166,7 +166,9 @@ def _sums(y: np.ndarray, w: np.ndarray, ref: np.ndarray, axes: tuple[int, ...]) 
     return [np.broadcast_to(o, target) for o in out]
 
 
-def _block_sums(xb, wb, refb, rrefb, okb, *, axes: tuple[int, ...], tax: int | None, diffs: bool) -> np.ndarray:
+def _block_sums(
+    xb, wb, refb, rrefb, okb, *, axes: tuple[int, ...], tax: int | None, diffs: bool
+) -> np.ndarray:
     """Weighted partial sums of one block, keepdims along ``axes``, trailing axis of 6.
 
     ``[n, s1, s2]`` of ``x - ref`` then ``[n, s1, s2]`` of the in-block 1-step
@@ -196,7 +198,9 @@ def _block_sums(xb, wb, refb, rrefb, okb, *, axes: tuple[int, ...], tax: int | N
     return np.stack(parts, axis=-1)
 
 
-def _variable_stats(x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: np.ndarray | None) -> xr.DataArray:
+def _variable_stats(
+    x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: np.ndarray | None
+) -> xr.DataArray:
     """Lazy ``[statistic, *kept]`` statistics of one variable (see :func:`compute_stats`)."""
     import dask.array as da
 
@@ -226,9 +230,13 @@ def _variable_stats(x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: 
         order = [d for d in dims if d in arr.dims and d not in space_red] + list(space_red)
         arr = arr.transpose(*order)
         nsp = len([d for d in arr.dims if d in space_red])
-        r = arr.data.map_blocks(
-            _first_valid, nsp, drop_axis=list(range(arr.ndim - nsp, arr.ndim)), dtype=np.float64
-        ) if hasattr(arr.data, "dask") else da.from_array(_first_valid(np.asarray(arr.values), nsp))
+        r = (
+            arr.data.map_blocks(
+                _first_valid, nsp, drop_axis=list(range(arr.ndim - nsp, arr.ndim)), dtype=np.float64
+            )
+            if hasattr(arr.data, "dask")
+            else da.from_array(_first_valid(np.asarray(arr.values), nsp))
+        )
         keep = [d for d in arr.dims if d not in space_red]
         return r.reshape(bshape(keep)).rechunk(chunks_for(keep))
 
@@ -248,8 +256,19 @@ def _variable_stats(x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: 
 
     out_chunks = tuple((1,) * len(c) if i in axes else c for i, c in enumerate(data.chunks)) + ((6,),)
     parts = da.map_blocks(
-        _block_sums, data, wfull, ref, rref, okfull, axes=axes, tax=tax, diffs=False,
-        chunks=out_chunks, new_axis=[data.ndim], dtype=np.float64, meta=np.empty((0,) * (data.ndim + 1)),
+        _block_sums,
+        data,
+        wfull,
+        ref,
+        rref,
+        okfull,
+        axes=axes,
+        tax=tax,
+        diffs=False,
+        chunks=out_chunks,
+        new_axis=[data.ndim],
+        dtype=np.float64,
+        meta=np.empty((0,) * (data.ndim + 1)),
     )
     total = parts.sum(axis=axes)
     if residual and data.numblocks[tax] > 1:
@@ -262,8 +281,19 @@ def _variable_stats(x: xr.DataArray, red: tuple[str, ...], w: xr.DataArray, ok: 
         okb = okb.rechunk(tuple((len(starts),) if i == tax else (1,) for i in range(data.ndim)))
         bchunks = tuple((1,) * len(c) if i in axes else c for i, c in enumerate(bd.chunks)) + ((6,),)
         bparts = da.map_blocks(
-            _block_sums, bd, wfull, ref, rref, okb, axes=axes, tax=tax, diffs=True,
-            chunks=bchunks, new_axis=[data.ndim], dtype=np.float64, meta=np.empty((0,) * (data.ndim + 1)),
+            _block_sums,
+            bd,
+            wfull,
+            ref,
+            rref,
+            okb,
+            axes=axes,
+            tax=tax,
+            diffs=True,
+            chunks=bchunks,
+            new_axis=[data.ndim],
+            dtype=np.float64,
+            meta=np.empty((0,) * (data.ndim + 1)),
         )
         total = total + bparts.sum(axis=axes)
     ref_k = ref.reshape([x.sizes[d] for d in kept]) if kept else ref.reshape(())
@@ -350,7 +380,7 @@ def compute_stats(
 
 def _format(path: str | os.PathLike) -> str:
     p = str(path).rstrip("/")
-    if p.endswith(".nc") or p.endswith(".nc4") or p.endswith(".netcdf"):
+    if p.endswith((".nc", ".nc4", ".netcdf")):
         return "netcdf"
     if p.endswith(".zarr"):
         return "zarr"
@@ -505,7 +535,7 @@ def stat_values(
     mname, sname = _stat_names(kind)
     mean = _stat_for(stats, name, mname, like)
     std = _stat_for(stats, name, sname, like)
-    if not isinstance(np.asarray(std.data), np.ndarray) or hasattr(std.data, "dask"):
+    if hasattr(std.data, "dask") or hasattr(mean.data, "dask"):
         mean, std = mean.compute(), std.compute()
     sv = np.asarray(std.values, dtype=np.float64)
     mv = np.asarray(mean.values, dtype=np.float64)

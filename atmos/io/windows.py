@@ -51,9 +51,11 @@ validation periods never share data.
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -167,7 +169,9 @@ def _as_timedelta(step: Any, what: str = "step") -> pd.Timedelta:
     try:
         td = pd.Timedelta(step)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{what} must be a time interval such as '6h' or timedelta(hours=6), got {step!r}.") from err
+        raise ConfigError(
+            f"{what} must be a time interval such as '6h' or timedelta(hours=6), got {step!r}."
+        ) from err
     if td <= pd.Timedelta(0):
         raise ConfigError(f"{what} must be positive, got {step!r}.")
     return td
@@ -195,9 +199,7 @@ def _parse_spec(spec: VarSpec, levels: Sequence[Any] | None, group: str) -> list
         elif isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str):
             out.append((item[0], levels if item[1] is None else item[1]))
         else:
-            raise ConfigError(
-                f"{group}: each entry must be a variable name or (name, levels), got {item!r}."
-            )
+            raise ConfigError(f"{group}: each entry must be a variable name or (name, levels), got {item!r}.")
     return out
 
 
@@ -269,7 +271,13 @@ def _compute_dask(arrays: list) -> list[np.ndarray]:
             graph = graph.cull(set(flatten(keys)))
             res = dask.core.get(dict(graph), keys)
             return [_nested_block(r) for r in res]
-        except Exception:  # pragma: no cover - depends on the dask version
+        except (
+            AttributeError,
+            ImportError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ):  # pragma: no cover - dask version
             _FAST_DASK = False
     return list(dask.compute(*arrays, scheduler="synchronous"))
 
@@ -376,9 +384,13 @@ class WindowDataset(torch.utils.data.Dataset):
         spacing = int(np.diff(t_all.astype(np.int64)).min()) if t_all.size > 1 else None
         if time is not None:
             if not isinstance(time, slice):
-                raise ConfigError(f"time must be a slice such as slice('2018-01-01', '2018-06-30'), got {time!r}.")
+                raise ConfigError(
+                    f"time must be a slice such as slice('2018-01-01', '2018-06-30'), got {time!r}."
+                )
             ds = ds.sel(time=time)
         times = _time_index(ds)
+        if times.size == 0:
+            raise DataError(f"no time stamps in time={time!r}; the data covers {t_all[:1]}..{t_all[-1:]}.")
         n_steps = self.history + self.lead_steps
         if step is None:
             if spacing is None:
@@ -420,7 +432,9 @@ class WindowDataset(torch.utils.data.Dataset):
             self.grid_shape = tuple(self.grid.shape)
         if healpix:
             lon = self.grid.lon
-            self._lon = lon[self._face_index].reshape(self.grid_shape) if self._face_index is not None else lon
+            self._lon = (
+                lon[self._face_index].reshape(self.grid_shape) if self._face_index is not None else lon
+            )
         else:
             self._lon = np.broadcast_to(self.grid.lon[None, :], self.grid.shape).copy()
         self._layout = "latlon" if not healpix else healpix_layout
@@ -482,7 +496,9 @@ class WindowDataset(torch.utils.data.Dataset):
                 self._mean[c], self._std[c] = lookup[key][0], lookup[key][1]
             for g in GROUPS:
                 chans[g] = [
-                    c if c.source == "derived" else Channel(
+                    c
+                    if c.source == "derived"
+                    else Channel(
                         c.name, c.variable, c.level, c.units, c.source, *lookup[(c.variable, c.level)]
                     )
                     for c in chans[g]
@@ -527,9 +543,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self._block_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
+        self._lock = threading.Lock()  # the cache may be shared by threads (e.g. a prefetching loader)
         self._data: np.ndarray | None = None
         if cache == "memory":
-            self._data = self._read(0, n_t)
+            self._data = self._read_all(n_t)
 
     # -- construction helpers -----------------------------------------------------------------
     def _resolve_levels(self, ds: xr.Dataset, var: str, lev: Any, group: str, dynamic: bool) -> list[Any]:
@@ -579,7 +596,9 @@ class WindowDataset(torch.utils.data.Dataset):
     @staticmethod
     def _channel(ds: xr.Dataset, var: str, level: Any) -> Channel:
         units = ds[var].attrs.get("units")
-        return Channel(_channel_name(var, level), var, level, None if units is None else str(units), "dataset")
+        return Channel(
+            _channel_name(var, level), var, level, None if units is None else str(units), "dataset"
+        )
 
     @staticmethod
     def _lookup_stats(ds: xr.Dataset, stats: xr.Dataset, keys: set[tuple[str, Any]]) -> dict:
@@ -622,7 +641,9 @@ class WindowDataset(torch.utils.data.Dataset):
                 out[(var, lev)] = tuple(row)
         return out
 
-    def _load_statics(self, ds: xr.Dataset, chans: list[tuple[str, Any]], stats: xr.Dataset | None) -> np.ndarray:
+    def _load_statics(
+        self, ds: xr.Dataset, chans: list[tuple[str, Any]], stats: xr.Dataset | None
+    ) -> np.ndarray:
         npts = int(np.prod(self.grid.shape))
         arr = np.empty((1, len(chans), npts), np.float32)
         for c, (var, level) in enumerate(chans):
@@ -649,30 +670,45 @@ class WindowDataset(torch.utils.data.Dataset):
         return np.ascontiguousarray(arr.reshape(*arr.shape[:2], *self.grid_shape))
 
     def _chunk_bounds(self, n_t: int) -> np.ndarray:
+        """Block boundaries: the dask time chunks, else the storage chunks, else 32 steps."""
+        size = 32
         for _, x, _ in self._plan:
-            ch = x.chunks
-            if ch is not None:
-                return np.r_[0, np.cumsum(ch[0])].astype(np.int64)
-        return np.unique(np.r_[np.arange(0, n_t, 32), n_t]).astype(np.int64)
+            if x.chunks is not None:
+                return np.r_[0, np.cumsum(x.chunks[0])].astype(np.int64)
+        for _, x, _ in self._plan:
+            pref = x.encoding.get("preferred_chunks", {}).get("time")
+            if pref:
+                size = int(pref)
+                break
+        return np.unique(np.r_[np.arange(0, n_t, size), n_t]).astype(np.int64)
 
     @staticmethod
     def _split_long(bounds: np.ndarray, max_len: int) -> np.ndarray:
         out = [int(bounds[0])]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds.tolist()):
             cuts = list(range(int(a) + max_len, int(b), max_len))
             out += cuts + [int(b)]
         return np.asarray(out, np.int64)
 
     # -- reading ------------------------------------------------------------------------------
+    def _read_all(self, n_t: int) -> np.ndarray:
+        """Every time step, read block by block into one array ``[T, C, *grid]``."""
+        data = np.empty((n_t, len(self._dyn), *self.grid_shape), np.float32)
+        for a, b in itertools.pairwise(self._bounds.tolist()):
+            data[a:b] = self._read(a, b)
+        return data
+
     def _read(self, a: int, b: int) -> np.ndarray:
         """Time steps ``[a, b)`` of every dataset channel: ``[b - a, C, *grid]`` float32, normalized."""
         npts = int(np.prod(self.grid.shape))
         out = np.empty((b - a, len(self._dyn), *self.grid.shape), np.float32)
         lazy, eager = [], []
         for var, x, chans in self._plan:
-            sub = x.isel(time=slice(a, b)).variable
-            (lazy if hasattr(sub.data, "dask") else eager).append((sub, chans))
-        vals = _compute_dask([s.data for s, _ in lazy]) if lazy else []
+            if hasattr(x.data, "dask"):  # time is the first axis: slice the dask array directly
+                lazy.append((x.data[a:b], chans))
+            else:
+                eager.append((x.variable[a:b], chans))
+        vals = _compute_dask([d for d, _ in lazy]) if lazy else []
         for (sub, chans), v in zip(lazy + eager, list(vals) + [None] * len(eager)):
             arr = np.asarray(sub.values if v is None else v)
             if arr.ndim == out.ndim - 1:  # no level dim
@@ -690,6 +726,10 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _blocks(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""
+        with self._lock:
+            return self._blocks_locked(ids)
+
+    def _blocks_locked(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         have = {}
         missing = []
         for b in ids.tolist():
@@ -777,7 +817,12 @@ class WindowDataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()  # blocks are re-read on demand in the new process
         state["_cached_bytes"] = 0
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- description ---------------------------------------------------------------------------
     @property

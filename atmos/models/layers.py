@@ -33,7 +33,9 @@ __all__ = [
 # -----------------------------------------------------------------------------
 # input assembly
 # -----------------------------------------------------------------------------
-def _check_block(name: str, x: torch.Tensor, batch: int, steps: int, names: list[str], grid: tuple[int, ...]) -> None:
+def _check_block(
+    name: str, x: torch.Tensor, batch: int, steps: int, names: list[str], grid: tuple[int, ...]
+) -> None:
     expected = (batch, steps, len(names), *grid)
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor shaped {list(expected)}, got {type(x).__name__}.")
@@ -110,7 +112,9 @@ def assemble_inputs(
                 f"[batch, 1, {ns}, *grid] for channels {schema.statics}; got {list(statics.shape)}."
             )
         if statics.shape[0] not in (1, batch):
-            raise DataError(f"statics batch size {statics.shape[0]} differs from the inputs batch size {batch}.")
+            raise DataError(
+                f"statics batch size {statics.shape[0]} differs from the inputs batch size {batch}."
+            )
         parts.append(statics.to(inputs.dtype).expand(batch, *statics.shape[1:]))
     elif statics is not None and statics.numel() > 0:
         raise DataError(
@@ -189,7 +193,7 @@ class CappedGELU(nn.Module):
         self.cap = float(cap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(F.gelu(x), max=self.cap)
+        return F.gelu(x).clamp_(max=self.cap)
 
     def extra_repr(self) -> str:
         return f"cap={self.cap}"
@@ -270,8 +274,10 @@ class _FoldedPad(torch.autograd.Function):
         out = x.new_empty(bf, c, m, m)
         out[:, :, pad : pad + n, pad : pad + n] = x
         torch.ops.aten.index_put_(
-            out.view(b, 12, c, m * m), [None, tables["dst_f"], None, tables["dst_p"]],
-            _halo_values(x.view(b, 12, c, n * n), tables), False,
+            out.view(b, 12, c, m * m),
+            [None, tables["dst_f"], None, tables["dst_p"]],
+            _halo_values(x.view(b, 12, c, n * n), tables),
+            False,
         )
         ctx.pad, ctx.tables, ctx.n = pad, tables, n
         return out
@@ -349,7 +355,9 @@ class FoldedHealpixPad(nn.Module):
 class HpxConv2d(nn.Module):
     """HEALPix-padded ``Conv2d`` on folded faces (``padding=0`` after the halo)."""
 
-    def __init__(self, nside: int, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> None:
+    def __init__(
+        self, nside: int, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1
+    ) -> None:
         super().__init__()
         pad = (kernel_size - 1) // 2 * dilation
         self.pad = FoldedHealpixPad(nside, pad) if pad > 0 else nn.Identity()

@@ -25,7 +25,14 @@ from typing import Any
 
 from atmos.errors import ConfigError
 
-__all__ = ["DEFAULT_FORCINGS", "DEFAULT_STATICS", "DLWP_PROGNOSTICS", "ChannelConfig", "ChannelSchema", "check_int"]
+__all__ = [
+    "DEFAULT_FORCINGS",
+    "DEFAULT_STATICS",
+    "DLWP_PROGNOSTICS",
+    "ChannelConfig",
+    "ChannelSchema",
+    "check_int",
+]
 
 _GROUPS = ("inputs", "outputs", "forcings", "statics")
 
@@ -123,11 +130,7 @@ class ChannelSchema:
     @property
     def in_channels(self) -> int:
         """Channels after folding time into channels: history*inputs + (history+1)*forcings + statics."""
-        return (
-            self.history * len(self.inputs)
-            + (self.history + 1) * len(self.forcings)
-            + len(self.statics)
-        )
+        return self.history * len(self.inputs) + (self.history + 1) * len(self.forcings) + len(self.statics)
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -159,7 +162,8 @@ class ChannelSchema:
         other : ChannelSchema or mapping, optional
             The schema of the data (or of another checkpoint), or a mapping with any of
             the keys ``inputs``, ``outputs``, ``forcings``, ``statics``, ``history``,
-            ``grid``. Only the keys present are compared.
+            ``grid``. Only the keys present are compared (for ``grid``: the entries
+            both descriptions have).
         label : str
             How to call ``other`` in the message (``"the data"``, ``"the checkpoint"``).
         **groups
@@ -196,9 +200,14 @@ class ChannelSchema:
                 if msg:
                     problems.append(msg)
         if given.get("history") is not None and given["history"] != self.history:
-            problems.append(f"history: model uses {self.history} input steps, {label} has {given['history']}.")
-        if given.get("grid") and self.grid and dict(given["grid"]) != self.grid:
-            problems.append(f"grid: model is built for {self.grid}, {label} is on {dict(given['grid'])}.")
+            problems.append(
+                f"history: model uses {self.history} input steps, {label} has {given['history']}."
+            )
+        if given.get("grid") and self.grid:
+            other_grid = dict(given["grid"])
+            common = set(other_grid) & set(self.grid)
+            if any(other_grid[k] != self.grid[k] for k in common):
+                problems.append(f"grid: model is built for {self.grid}, {label} is on {other_grid}.")
         if problems:
             raise ConfigError(
                 f"channel schema mismatch between the model and {label}:\n  - "

@@ -29,7 +29,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["SPECTRAL_NORM_TYPES", "apply_spectral_norm", "has_spectral_norm", "remove_spectral_norm", "spectral_norm_layers"]
+__all__ = [
+    "SPECTRAL_NORM_TYPES",
+    "apply_spectral_norm",
+    "has_spectral_norm",
+    "remove_spectral_norm",
+    "spectral_norm_layers",
+]
 
 #: Module types whose ``weight`` is normalized.
 SPECTRAL_NORM_TYPES: tuple[type[nn.Module], ...] = (

@@ -86,7 +86,7 @@ class ViTConfig(ChannelConfig):
     window_size: list[int] = field(default_factory=lambda: [4, 4])
     mlp_ratio: float = 4.0
     pos_encoding: str = "fourier"
-    fourier_bands: int = 6
+    fourier_bands: int = 4
     min_pad: int = 1
     dropout: float = 0.0
     spectral_norm: bool = False
@@ -98,7 +98,9 @@ class ViTConfig(ChannelConfig):
         check_int("min_pad", self.min_pad, minimum=0)
         ws = list(self.window_size) if isinstance(self.window_size, (list, tuple)) else [self.window_size] * 2
         if len(ws) != 2:
-            raise ConfigError(f"config 'window_size' must be [lat, lon] in patches, got {self.window_size!r}.")
+            raise ConfigError(
+                f"config 'window_size' must be [lat, lon] in patches, got {self.window_size!r}."
+            )
         self.window_size = [check_int("window_size", w) for w in ws]
         if self.embed_dim % self.num_heads:
             raise ConfigError(
@@ -106,7 +108,9 @@ class ViTConfig(ChannelConfig):
                 f"e.g. num_heads={math.gcd(self.embed_dim, 8)}."
             )
         if self.pos_encoding not in ("fourier", "learned"):
-            raise ConfigError(f"config 'pos_encoding' must be 'fourier' or 'learned', got {self.pos_encoding!r}.")
+            raise ConfigError(
+                f"config 'pos_encoding' must be 'fourier' or 'learned', got {self.pos_encoding!r}."
+            )
         if self.nlon % 2:
             raise ConfigError(f"nlon={self.nlon} must be even (pole padding rolls longitude by 180 degrees).")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -227,7 +231,7 @@ class ViT(nn.Module):
     Parameters
     ----------
     config : ViTConfig, optional
-        Defaults to ``ViTConfig()`` (64x32 grid, ~1.2 M parameters).
+        Defaults to ``ViTConfig()`` (64x32 grid, 0.81 M parameters).
 
     Attributes
     ----------
@@ -337,4 +341,3 @@ class ViT(nn.Module):
             f"grid={self.grid}, padded={self.padded}, tokens={self.tokens}, "
             f"in_channels={self.schema.in_channels}, out_channels={self.schema.n_prognostic}"
         )
-

@@ -20,8 +20,8 @@ from atmos.train.config import (
     load_config,
     save_config,
 )
-from atmos.train.losses import AreaWeightedMSE, channel_weights, level_weight
 from atmos.train.loop import EMA, FitResult, fit, rollout
+from atmos.train.losses import AreaWeightedMSE, channel_weights, level_weight
 
 __all__ = [
     "EMA",

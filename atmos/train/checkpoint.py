@@ -83,12 +83,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and :func:`os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 files
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -198,6 +205,7 @@ def save_checkpoint(
     final = ckpt_root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_root))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
         from atmos import __version__
 
         full_meta = {

@@ -285,7 +285,7 @@ class TrainConfig:
     ``device``: ``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``.
     ``precision``: ``auto`` (bf16 autocast on a GPU that supports it, else fp16 with
     loss scaling; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
-    ``deterministic`` asks torch for deterministic kernels (warn-only).
+    ``deterministic`` asks torch for deterministic GPU kernels (warn-only; CPU kernels already are).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -344,7 +344,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r} ({type(value).__name__}).")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        kt, vt = typing.get_args(tp) or (str, Any)
+        _, vt = typing.get_args(tp) or (str, Any)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r} ({type(value).__name__}).")
         return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
@@ -409,7 +409,7 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 # -- overrides ----------------------------------------------------------------------------
 
-_OVERRIDE = re.compile(r"^([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+_OVERRIDE = re.compile(r"^([A-Za-z_][\w.\-]*)=(.*)$", re.DOTALL)
 
 
 def _apply_override(d: dict[str, Any], text: str) -> None:
@@ -550,7 +550,7 @@ def _choice(value: str, valid: Sequence[str], where: str) -> None:
         raise ConfigError(f"{where} must be one of {list(valid)}, got {value!r}.{_suggest(str(value), valid)}")
 
 
-def _positive(value: float | int | None, where: str, allow_zero: bool = False, allow_none: bool = False) -> None:
+def _positive(value: float | None, where: str, allow_zero: bool = False, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if value is None or value < 0 or (value == 0 and not allow_zero):
@@ -573,9 +573,10 @@ def validate_config(cfg: TrainConfig) -> None:
     if both:
         raise ConfigError(f"{both} are listed as prognostic variables and as forcings/statics; use one role each.")
     _choice(d.grid, ("latlon", "healpix"), "data.grid")
-    if d.grid == "healpix":
-        if d.nside is None or d.nside < 1 or d.nside & (d.nside - 1):
-            raise ConfigError(f"data.grid is 'healpix' but data.nside is {d.nside!r}; set a power of two such as 16 or 32.")
+    if d.grid == "healpix" and (d.nside is None or d.nside < 1 or d.nside & (d.nside - 1)):
+        raise ConfigError(
+            f"data.grid is 'healpix' but data.nside is {d.nside!r}; set a power of two such as 16 or 32."
+        )
     _choice(d.regrid_method, ("bilinear", "conservative", "nearest"), "data.regrid_method")
     _choice(d.normalization, ("residual", "state"), "data.normalization")
     _positive(d.history, "data.history")

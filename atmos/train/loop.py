@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -385,16 +385,16 @@ def prepare_data(cfg: TrainConfig, stats=None) -> DataBundle:
             names = [v for v in train_ds.data_vars]
             log.info("computing normalization statistics of %d variables over the training period", len(names))
             stats = compute_stats(train_ds, variables=names).compute()
-    common = dict(
-        inputs=list(d.variables),
-        forcings=list(d.forcings),
-        statics=list(d.statics),
-        history=d.history,
-        levels=d.levels,
-        stats=stats,
-        cache="memory" if d.in_memory else "blocks",
-        healpix_layout="faces",
-    )
+    common = {
+        "inputs": list(d.variables),
+        "forcings": list(d.forcings),
+        "statics": list(d.statics),
+        "history": d.history,
+        "levels": d.levels,
+        "stats": stats,
+        "cache": "memory" if d.in_memory else "blocks",
+        "healpix_layout": "faces",
+    }
     train = WindowDataset(train_ds, lead_steps=cfg.multistep.max_steps, **common)
     val = None
     val_idx: list[int] = []
@@ -406,7 +406,7 @@ def prepare_data(cfg: TrainConfig, stats=None) -> DataBundle:
         if v.samples is None or v.samples >= n:
             val_idx = list(range(n))
         else:
-            val_idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, v.samples)})
+            val_idx = sorted({round(float(i)) for i in np.linspace(0, n - 1, v.samples)})
     grid = grid_of(train_ds)
     area = grid_area_weights(grid)
     layout = "latlon"
@@ -445,7 +445,7 @@ def check_model_name(name: str) -> None:
 
 
 def _registry_build(name: str, params: Mapping[str, Any]) -> nn.Module:
-    import atmos.models as models
+    from atmos import models
 
     build = getattr(models, "build", None)
     if build is None:  # pragma: no cover - partial installs
@@ -629,7 +629,7 @@ class _StopFlag:
         self.set = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)):
                 if sig is None:
@@ -644,7 +644,7 @@ class _StopFlag:
         log.warning("signal %d received: checkpointing at the next step and stopping", signum)
         self.set = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
@@ -662,10 +662,10 @@ class _Trainer:
         self.t_start = time.perf_counter()
         self.elapsed_before = 0.0
 
-        if cfg.deterministic:
+        if cfg.deterministic and self.device.type == "cuda":  # CPU kernels are deterministic already
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
-            if torch.backends.cudnn.is_available():
-                torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.benchmark = False
         seed_everything(cfg.seed + info.rank)
 
         check_model_name(cfg.model.name)  # fail before the data are read
@@ -675,7 +675,7 @@ class _Trainer:
         stats = None
         if self.resume_ckpt is not None and self.resume_ckpt.meta.get("stats"):
             stats = _stats_from_json(self.resume_ckpt.meta["stats"])
-        self._prepare_run_dir()
+        self._check_run_dir()
 
         # --- data ---
         self.data = prepare_data(cfg, stats=stats)
@@ -705,6 +705,7 @@ class _Trainer:
         # --- model / optimizer / schedule ---
         self.model, self.model_params = build_model(cfg, self.data)
         self.model.to(self.device)
+        self._prepare_run_dir()  # only now: a config error leaves nothing behind
         self.n_params = sum(p.numel() for p in self.model.parameters())
         if info.enabled:
             self.ddp: nn.Module = nn.parallel.DistributedDataParallel(
@@ -789,15 +790,16 @@ class _Trainer:
                      ck.meta["training"]["global_step"])
         return ck
 
+    def _check_run_dir(self) -> None:
+        if self.resume_ckpt is None and not self.cfg.output.overwrite and ckpt_io.list_checkpoints(self.run_dir):
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume to continue "
+                "it, choose another output.name, or set output.overwrite=true to start over."
+            )
+
     def _prepare_run_dir(self) -> None:
         if self.info.is_main:
-            existing = ckpt_io.list_checkpoints(self.run_dir)
-            if existing and self.resume_ckpt is None:
-                if not self.cfg.output.overwrite:
-                    raise ConfigError(
-                        f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume to continue "
-                        "it, choose another output.name, or set output.overwrite=true to start over."
-                    )
+            if self.resume_ckpt is None and ckpt_io.list_checkpoints(self.run_dir):  # overwrite: true
                 shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "DONE").unlink(missing_ok=True)
@@ -936,7 +938,12 @@ class _Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
-        """RMSE per channel and lead step in physical units, for the model and persistence."""
+        """RMSE per channel and lead step in physical units, for the model and persistence.
+
+        RMSE is WeatherBench2's: the square root of the sample mean of the area-weighted
+        MSE. ``loss`` is the training loss (same channel weights and units) averaged over
+        the validation lead steps with equal weights, so it grows with ``validation.steps``.
+        """
         data = self.data
         K = self.cfg.validation.steps
         C = len(self.channel_names)

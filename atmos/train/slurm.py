@@ -156,8 +156,8 @@ def render_sbatch(job: SlurmJob) -> str:
         f"# checkpoint and stop {job.margin_s} s before the {job.time} limit",
         f"export ATMOS_DEADLINE=$(( $(date +%s) + {limit} - {job.margin_s} ))",
         "",
-        'echo "atmos: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NUM_NODES node(s), '
-        'rendezvous $MASTER_ADDR:$MASTER_PORT"',
+        'echo "atmos: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NUM_NODES node(s),'
+        + ' rendezvous $MASTER_ADDR:$MASTER_PORT"',
         "srun --kill-on-bad-exit=1 --ntasks-per-node=1 \\",
         f"    torchrun --nnodes=\"$SLURM_JOB_NUM_NODES\" --nproc-per-node={workers} \\",
         '    --rdzv-id="$SLURM_JOB_ID" --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" \\',

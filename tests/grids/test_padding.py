@@ -17,7 +17,7 @@ import torch
 
 from atmos.errors import GridError
 from atmos.grids.healpix import face_nest_index
-from atmos.grids.padding import HealpixPad, _pad_table, healpix_pad, healpix_unpad
+from atmos.grids.padding import HealpixPad, _pad_table, healpix_pad, healpix_pad_indices, healpix_unpad
 
 hp = pytest.importorskip("healpy")
 
@@ -262,6 +262,19 @@ def test_module_matches_function_and_has_no_state() -> None:
 
 def test_index_table_is_cached() -> None:
     assert _pad_table(8, 2) is _pad_table(8, 2)
+
+
+def test_public_indices_reproduce_the_padding() -> None:
+    idx = {k: torch.from_numpy(v) for k, v in healpix_pad_indices(4, 3).items()}
+    x = torch.randn(2, 12, 4, 4, dtype=torch.float64)
+    flat = x.reshape(2, -1)
+    out = flat[:, idx["src"].ravel()]
+    out[:, idx["avg_dst"]] = 0.5 * (flat[:, idx["avg_src_a"]] + flat[:, idx["avg_src_b"]])
+    assert len(idx["avg_dst"]) == 24 * 3
+    assert torch.equal(out.reshape(2, 12, 10, 10), healpix_pad(x, 3))
+    idx["src"].zero_()  # copies: the cached table is untouched
+    assert torch.equal(healpix_pad(x, 3), out.reshape(2, 12, 10, 10))
+    assert healpix_pad_indices(4, 3)["src"].max() > 0
 
 
 def test_table_covers_every_pixel() -> None:

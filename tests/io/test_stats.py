@@ -91,7 +91,9 @@ def test_residual_of_linear_field():
 
 def test_residual_skips_time_gaps():
     grid = LatLonGrid.equiangular(4, 8)
-    times = pd.DatetimeIndex(["2020-01-01T00", "2020-01-01T06", "2020-01-01T12", "2020-01-02T12", "2020-01-02T18"])
+    times = pd.DatetimeIndex(
+        ["2020-01-01T00", "2020-01-01T06", "2020-01-01T12", "2020-01-02T12", "2020-01-02T18"]
+    )
     hours = ((times - times[0]) / pd.Timedelta("1h")).to_numpy()
     field = np.broadcast_to((0.5 * hours)[:, None, None], (5, *grid.shape)).astype(np.float32).copy()
     ds = _cube(field, grid=grid, chunks=2).assign_coords(time=times)
@@ -157,7 +159,9 @@ def test_dims_subset_keeps_grid():
     assert st["x"].dims == ("statistic", "latitude", "longitude")
     np.testing.assert_allclose(st["x"].sel(statistic="mean").values, field.mean(0), rtol=1e-12)
     np.testing.assert_allclose(st["x"].sel(statistic="std").values, field.std(0), rtol=1e-10)
-    np.testing.assert_allclose(st["x"].sel(statistic="residual_std").values, np.diff(field, axis=0).std(0), rtol=1e-9)
+    np.testing.assert_allclose(
+        st["x"].sel(statistic="residual_std").values, np.diff(field, axis=0).std(0), rtol=1e-9
+    )
 
 
 def test_healpix_reduces_over_cells():
@@ -175,7 +179,9 @@ def test_healpix_reduces_over_cells():
     assert st["x"].dims == ("statistic",)
     assert st["x"].sel(statistic="mean").item() == pytest.approx(vals.mean(), rel=1e-12)  # equal areas
     assert st["x"].sel(statistic="std").item() == pytest.approx(vals.std(), rel=1e-10)
-    assert st["x"].sel(statistic="residual_std").item() == pytest.approx(np.diff(vals, axis=0).std(), rel=1e-10)
+    assert st["x"].sel(statistic="residual_std").item() == pytest.approx(
+        np.diff(vals, axis=0).std(), rel=1e-10
+    )
 
 
 def test_lazy_until_computed():
@@ -195,9 +201,13 @@ def test_distributed_equals_local():
     distributed = pytest.importorskip("distributed")
     ds = mock_era5(periods=12, canonical=True, variables=["temperature", "mean_sea_level_pressure"])
     local = compute_stats(ds).compute(scheduler="synchronous")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
-        with distributed.Client(cl):
-            remote = compute_stats(ds).compute()
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cl,
+        distributed.Client(cl),
+    ):
+        remote = compute_stats(ds).compute()
     xr.testing.assert_allclose(local, remote, rtol=1e-13)
 
 
@@ -242,7 +252,10 @@ def test_normalize_round_trip_and_values():
     m = st["temperature"].sel(statistic="mean", level=850).item()
     s = st["temperature"].sel(statistic="std", level=850).item()
     np.testing.assert_allclose(
-        n["temperature"].sel(level=850).values, (ds["temperature"].sel(level=850).values - m) / s, rtol=1e-5, atol=1e-5
+        n["temperature"].sel(level=850).values,
+        (ds["temperature"].sel(level=850).values - m) / s,
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert n["temperature"].attrs["units"] == "1" and n["temperature"].attrs["atmos_normalized"] == "state"
     back = denormalize(n, st)
@@ -260,7 +273,9 @@ def test_normalize_round_trip_and_values():
     np.testing.assert_allclose(r.values, (inc.values - rm) / rs, rtol=1e-4, atol=1e-4)
     # a subset of levels (and a single level kept as scalar coordinate) is matched by label
     one = normalize(ds[["temperature"]].sel(level=[850]), st)
-    np.testing.assert_allclose(one["temperature"].values[:, 0], n["temperature"].sel(level=850).values, rtol=1e-6)
+    np.testing.assert_allclose(
+        one["temperature"].values[:, 0], n["temperature"].sel(level=850).values, rtol=1e-6
+    )
     scal = normalize(ds[["temperature"]].sel(level=850), st)
     np.testing.assert_allclose(scal["temperature"].values, n["temperature"].sel(level=850).values, rtol=1e-6)
 
@@ -298,7 +313,9 @@ def test_unknown_inputs():
         compute_stats(ds, dims=("time", "height"))
 
 
-@pytest.mark.skipif(not (DATA / "speedy-world-2019-12.zarr").exists(), reason="SPEEDY-world data not available")
+@pytest.mark.skipif(
+    not (DATA / "speedy-world-2019-12.zarr").exists(), reason="SPEEDY-world data not available"
+)
 def test_real_speedy_world_stats():
     ds = xr.open_zarr(DATA / "speedy-world-2019-12.zarr").transpose("time", ..., "latitude", "longitude")
     st = compute_stats(ds).compute()

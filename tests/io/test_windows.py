@@ -56,19 +56,32 @@ def index_cube(times=None, nt: int = 24, chunks: int = 5) -> xr.Dataset:
         vals = np.stack(
             [1000 * tidx[:, None, None] + _code(v, lev) + sp[None] for lev in LEVELS], axis=1
         ).astype(np.float32)
-        data[v] = (("time", "level", "longitude", "latitude"), da.from_array(vals, chunks=(chunks, -1, -1, -1)),
-                   {"units": "K"})
+        data[v] = (
+            ("time", "level", "longitude", "latitude"),
+            da.from_array(vals, chunks=(chunks, -1, -1, -1)),
+            {"units": "K"},
+        )
     for v in SURF_VARS:
         vals = (1000 * tidx[:, None, None] + _code(v, None) + sp[None]).astype(np.float32)
-        data[v] = (("time", "longitude", "latitude"), da.from_array(vals, chunks=(chunks, -1, -1)), {"units": "W m-2"})
+        data[v] = (
+            ("time", "longitude", "latitude"),
+            da.from_array(vals, chunks=(chunks, -1, -1)),
+            {"units": "W m-2"},
+        )
     data["land_sea_mask"] = (("longitude", "latitude"), (sp > 0.3).astype(np.float32), {"units": "1"})
-    data["geopotential_at_surface"] = (("longitude", "latitude"), (100.0 * sp).astype(np.float32), {"units": "m2 s-2"})
+    data["geopotential_at_surface"] = (
+        ("longitude", "latitude"),
+        (100.0 * sp).astype(np.float32),
+        {"units": "m2 s-2"},
+    )
     ds = xr.Dataset(data, coords={"time": times, "level": list(LEVELS), "latitude": lat, "longitude": lon})
     return ds.transpose("time", ..., "latitude", "longitude")
 
 
 def _tindex(ns: np.ndarray | int) -> np.ndarray:
-    return (np.asarray(ns, dtype="datetime64[ns]") - np.datetime64(T0.to_datetime64(), "ns")) / np.timedelta64(6, "h")
+    return (
+        np.asarray(ns, dtype="datetime64[ns]") - np.datetime64(T0.to_datetime64(), "ns")
+    ) / np.timedelta64(6, "h")
 
 
 def _check_item(item: dict, wd: WindowDataset, k: int) -> None:
@@ -82,16 +95,24 @@ def _check_item(item: dict, wd: WindowDataset, k: int) -> None:
         for c, ch in enumerate(wd.schema().groups[group]):
             for s, off in enumerate(offsets):
                 want = 1000 * (t0 + off * k) + _code(ch.variable, ch.level) + sp
-                np.testing.assert_array_equal(x[s, c], want.astype(np.float32), err_msg=f"{group}[{s}] {ch.name}")
+                np.testing.assert_array_equal(
+                    x[s, c], want.astype(np.float32), err_msg=f"{group}[{s}] {ch.name}"
+                )
     f = item["forcings"].numpy()
-    times = np.datetime64(T0.to_datetime64(), "ns") + (t0 + np.arange(-(h - 1), lead + 1) * k) * np.timedelta64(6, "h")
+    times = np.datetime64(T0.to_datetime64(), "ns") + (
+        t0 + np.arange(-(h - 1), lead + 1) * k
+    ) * np.timedelta64(6, "h")
     for c, ch in enumerate(wd.schema().groups["forcings"]):
         for s in range(h + lead):
             if ch.source == "derived":
-                want = derived_forcing(ch.name, times[s : s + 1], np.broadcast_to(wd.grid.lon, (NLAT, NLON)))[0]
+                want = derived_forcing(ch.name, times[s : s + 1], np.broadcast_to(wd.grid.lon, (NLAT, NLON)))[
+                    0
+                ]
             else:
                 want = 1000 * _tindex(times[s]) + _code(ch.variable, ch.level) + sp
-            np.testing.assert_array_equal(f[s, c], np.asarray(want, np.float32), err_msg=f"forcings[{s}] {ch.name}")
+            np.testing.assert_array_equal(
+                f[s, c], np.asarray(want, np.float32), err_msg=f"forcings[{s}] {ch.name}"
+            )
 
 
 @pytest.mark.parametrize("cache", ["blocks", "memory"])
@@ -99,9 +120,15 @@ def _check_item(item: dict, wd: WindowDataset, k: int) -> None:
 def test_windows_align_exactly(cache, step, k):
     ds = index_cube()
     wd = WindowDataset(
-        ds, ["temperature", "2m_temperature"], ["geopotential", "temperature"],
+        ds,
+        ["temperature", "2m_temperature"],
+        ["geopotential", "temperature"],
         forcings=["toa_incident_solar_radiation", "cos_time_of_day", "sin_day_of_year"],
-        statics=["land_sea_mask"], history=2, lead_steps=3, step=step, cache=cache,
+        statics=["land_sea_mask"],
+        history=2,
+        lead_steps=3,
+        step=step,
+        cache=cache,
     )
     assert len(wd) == 24 - (2 - 1 + 3) * k  # every t0 whose window fits
     for i in range(len(wd)):
@@ -117,11 +144,14 @@ def test_windows_align_exactly(cache, step, k):
 def test_shapes_channels_and_schema():
     ds = index_cube()
     wd = WindowDataset(
-        ds, {"temperature": [850], "geopotential": None, "2m_temperature": None},
+        ds,
+        {"temperature": [850], "geopotential": None, "2m_temperature": None},
         targets=[("temperature", [850, 500])],
         forcings=["toa_incident_solar_radiation", *DERIVED_FORCINGS],
         statics=["land_sea_mask", "geopotential_at_surface"],
-        history=2, lead_steps=3, step="12h",
+        history=2,
+        lead_steps=3,
+        step="12h",
     )
     item = wd[0]
     assert item["inputs"].shape == (2, 4, NLAT, NLON)
@@ -152,8 +182,12 @@ def test_shapes_channels_and_schema():
 def test_normalization_equals_manual():
     ds = index_cube()
     stats = compute_stats(ds).compute()
-    kw = dict(forcings=["toa_incident_solar_radiation", "cos_time_of_day"], statics=["geopotential_at_surface"],
-              history=2, lead_steps=2)
+    kw = {
+        "forcings": ["toa_incident_solar_radiation", "cos_time_of_day"],
+        "statics": ["geopotential_at_surface"],
+        "history": 2,
+        "lead_steps": 2,
+    }
     raw = WindowDataset(ds, ["temperature", "2m_temperature"], **kw)
     for cache in ("blocks", "memory"):
         nrm = WindowDataset(ds, ["temperature", "2m_temperature"], stats=stats, cache=cache, **kw)
@@ -180,9 +214,15 @@ def test_normalization_equals_manual():
 
 def test_dataloader_workers_equal_single_process():
     ds = index_cube()
-    wd = WindowDataset(ds, ["temperature", "2m_temperature"], forcings=["cos_time_of_day"], statics=["land_sea_mask"],
-                       history=2, lead_steps=2)
-    kw = dict(batch_size=3, shuffle=False)
+    wd = WindowDataset(
+        ds,
+        ["temperature", "2m_temperature"],
+        forcings=["cos_time_of_day"],
+        statics=["land_sea_mask"],
+        history=2,
+        lead_steps=2,
+    )
+    kw = {"batch_size": 3, "shuffle": False}
     single = list(torch.utils.data.DataLoader(wd, num_workers=0, **kw))
     multi = list(torch.utils.data.DataLoader(wd, num_workers=2, **kw))
     assert len(single) == len(multi) == -(-len(wd) // 3)
@@ -205,8 +245,13 @@ def test_pickle_round_trip():
 def test_reads_whole_blocks_once():
     """Sequential windows read each chunk-aligned block once, never per variable per step."""
     ds = index_cube(nt=24, chunks=5)
-    wd = WindowDataset(ds, ["temperature", "geopotential", "2m_temperature"], forcings=["toa_incident_solar_radiation"],
-                       history=2, lead_steps=2)
+    wd = WindowDataset(
+        ds,
+        ["temperature", "geopotential", "2m_temperature"],
+        forcings=["toa_incident_solar_radiation"],
+        history=2,
+        lead_steps=2,
+    )
     calls = []
     orig = wd._read
     wd._read = lambda a, b: calls.append((a, b)) or orig(a, b)
@@ -276,7 +321,9 @@ def test_gaps_are_skipped():
     times = full[keep]
     ds = index_cube(times, chunks=4)
     h, lead, k = 2, 2, 1
-    wd = WindowDataset(ds, ["temperature"], forcings=["toa_incident_solar_radiation"], history=h, lead_steps=lead)
+    wd = WindowDataset(
+        ds, ["temperature"], forcings=["toa_incident_solar_radiation"], history=h, lead_steps=lead
+    )
     # brute force: t0 valid iff all of t0-(h-1)..t0+lead are present
     present = set(np.flatnonzero(keep))
     want = [t for t in range(30) if all(t + o in present for o in range(-(h - 1), lead + 1))]
@@ -287,7 +334,9 @@ def test_gaps_are_skipped():
 
 def test_time_slice_bounds_every_window():
     ds = index_cube(nt=24)
-    wd = WindowDataset(ds, ["temperature"], history=2, lead_steps=2, time=slice("2020-01-02", "2020-01-04T18"))
+    wd = WindowDataset(
+        ds, ["temperature"], history=2, lead_steps=2, time=slice("2020-01-02", "2020-01-04T18")
+    )
     first, last = pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-04T18")
     for i in range(len(wd)):
         t0 = pd.Timestamp(int(wd[i]["time"]))
@@ -317,7 +366,7 @@ def _healpix_cube(nside: int = 2, nt: int = 8) -> tuple[xr.Dataset, HealpixGrid]
 
 def test_healpix_faces_and_cells():
     ds, g = _healpix_cube()
-    kw = dict(forcings=["cos_time_of_day"], statics=["land_sea_mask"], history=2, lead_steps=1)
+    kw = {"forcings": ["cos_time_of_day"], "statics": ["land_sea_mask"], "history": 2, "lead_steps": 1}
     faces = WindowDataset(ds, ["temperature", "2m_temperature"], **kw)
     cells = WindowDataset(ds, ["temperature", "2m_temperature"], healpix_layout="cells", **kw)
     a, b = faces[2], cells[2]
@@ -336,7 +385,9 @@ def test_healpix_faces_and_cells():
 
 def test_derived_forcings_local_solar_time():
     year = pd.Timedelta(days=365.24219)  # the mean tropical year the encoding uses
-    times = pd.to_datetime(["2020-03-20T00:00", "2020-03-20T06:00", pd.Timestamp("2020-03-20") + year]).to_numpy()
+    times = pd.to_datetime(
+        ["2020-03-20T00:00", "2020-03-20T06:00", pd.Timestamp("2020-03-20") + year]
+    ).to_numpy()
     lon = np.array([0.0, 90.0, 180.0, 270.0])
     cos = derived_forcing("cos_time_of_day", times, lon)
     sin = derived_forcing("sin_time_of_day", times, lon)
@@ -350,7 +401,10 @@ def test_derived_forcings_local_solar_time():
     assert np.ptp(doy[0]) == 0 and doy[0, 0] == pytest.approx(doy[2, 0], abs=1e-6)
     assert doy[0, 0] != pytest.approx(doy[1, 0], abs=1e-6)
     ny = pd.to_datetime(["2020-12-31T18:00", "2021-01-01T00:00"]).to_numpy()
-    assert abs(np.diff(derived_forcing("sin_day_of_year", ny, np.zeros(1))[:, 0])[0]) < 2 * np.pi / 365 / 4 * 1.01
+    assert (
+        abs(np.diff(derived_forcing("sin_day_of_year", ny, np.zeros(1))[:, 0])[0])
+        < 2 * np.pi / 365 / 4 * 1.01
+    )
     ds = index_cube(nt=4)
     f = derived_forcings(ds)
     assert f["cos_time_of_day"].dims == ("time", "longitude") and f["sin_day_of_year"].dims == ("time",)
@@ -358,12 +412,19 @@ def test_derived_forcings_local_solar_time():
         derived_forcing("cos_week", times, lon)
 
 
-@pytest.mark.skipif(not (DATA / "speedy-world-2019-12.zarr").exists(), reason="SPEEDY-world data not available")
+@pytest.mark.skipif(
+    not (DATA / "speedy-world-2019-12.zarr").exists(), reason="SPEEDY-world data not available"
+)
 def test_real_speedy_world_windows():
     ds = xr.open_zarr(DATA / "speedy-world-2019-12.zarr").transpose("time", ..., "latitude", "longitude")
     wd = WindowDataset(
-        ds, ["geopotential", "2m_temperature"], forcings=["toa_incident_solar_radiation", "cos_time_of_day"],
-        statics=["land_sea_mask", "geopotential_at_surface"], history=2, lead_steps=2, levels=[500, 850],
+        ds,
+        ["geopotential", "2m_temperature"],
+        forcings=["toa_incident_solar_radiation", "cos_time_of_day"],
+        statics=["land_sea_mask", "geopotential_at_surface"],
+        history=2,
+        lead_steps=2,
+        levels=[500, 850],
     )
     assert len(wd) == ds.sizes["time"] - 3
     i = 40
@@ -371,7 +432,9 @@ def test_real_speedy_world_windows():
     t0 = wd.times[i]
     z = ds["geopotential"].sel(level=[500, 850])
     np.testing.assert_array_equal(item["inputs"][1, :2].numpy(), z.sel(time=t0).values)
-    np.testing.assert_array_equal(item["inputs"][0, 2].numpy(), ds["2m_temperature"].sel(time=t0 - SIX).values)
+    np.testing.assert_array_equal(
+        item["inputs"][0, 2].numpy(), ds["2m_temperature"].sel(time=t0 - SIX).values
+    )
     np.testing.assert_array_equal(item["targets"][1, :2].numpy(), z.sel(time=t0 + 2 * SIX).values)
     np.testing.assert_array_equal(item["statics"][0, 0].numpy(), ds["land_sea_mask"].values)
     assert wd.grid.shape == (32, 64) and item["inputs"].shape == (2, 3, 32, 64)

@@ -13,8 +13,27 @@ import torch
 from atmos.errors import ConfigError
 from atmos.models import MODELS, ChannelSchema, UNetGRU, ViT, build, build_from_config, config_to_dict
 
-VIT = dict(nlat=8, nlon=16, patch_size=2, embed_dim=16, depth=2, num_heads=2, window_size=[2, 2])
-UNET = dict(nside=4, channels=[6, 4], dilations=[1, 1], upscale_factor=2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: intra-op threads only add synchronisation overhead
+    (and stall badly on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+VIT = {
+    "nlat": 8,
+    "nlon": 16,
+    "patch_size": 2,
+    "embed_dim": 16,
+    "depth": 2,
+    "num_heads": 2,
+    "window_size": [2, 2],
+}
+UNET = {"nside": 4, "channels": [6, 4], "dilations": [1, 1], "upscale_factor": 2}
 
 
 def test_names():
@@ -105,5 +124,12 @@ def test_models_do_not_import_io_or_train():
         "if m.startswith(('atmos.io', 'atmos.train', 'xarray'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_check_against_grid():
+    sc = ChannelSchema(inputs=["a"], outputs=["a"], grid={"type": "healpix", "nside": 8, "layout": "faces"})
+    sc.check_against(grid={"type": "healpix", "nside": 8})
+    with pytest.raises(ConfigError, match="grid: model is built for"):
+        sc.check_against(grid={"type": "healpix", "nside": 16})

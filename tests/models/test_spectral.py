@@ -15,8 +15,27 @@ from atmos.models.spectral import (
     spectral_norm_layers,
 )
 
-VIT = dict(nlat=8, nlon=16, patch_size=2, embed_dim=16, depth=2, num_heads=2, window_size=[2, 2])
-UNET = dict(nside=4, channels=[6, 4], dilations=[1, 1], upscale_factor=2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: intra-op threads only add synchronisation overhead
+    (and stall badly on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+VIT = {
+    "nlat": 8,
+    "nlon": 16,
+    "patch_size": 2,
+    "embed_dim": 16,
+    "depth": 2,
+    "num_heads": 2,
+    "window_size": [2, 2],
+}
+UNET = {"nside": 4, "channels": [6, 4], "dilations": [1, 1], "upscale_factor": 2}
 
 
 def _inputs(model, b=2, seed=0):
@@ -60,7 +79,7 @@ def test_largest_singular_value_is_one(name, cfg):
         model(*_inputs(model))  # one training pass (one power iteration per layer)
         for _, m in spectral_norm_layers(model):
             for _ in range(200):  # each training-mode access runs one more power iteration
-                m.weight
+                _ = m.weight
     model.eval()
     with torch.no_grad():
         for lname, m in spectral_norm_layers(model):
@@ -69,7 +88,11 @@ def test_largest_singular_value_is_one(name, cfg):
             assert 1.0 - 1e-4 < sigma < 1.0 + 1e-2, (lname, sigma)
     # without the switch the same layers are far from 1
     plain = build(name, **cfg)
-    sig = [torch.linalg.matrix_norm(_matrix(m), ord=2).item() for m in plain.modules() if isinstance(m, SPECTRAL_NORM_TYPES)]
+    sig = [
+        torch.linalg.matrix_norm(_matrix(m), ord=2).item()
+        for m in plain.modules()
+        if isinstance(m, SPECTRAL_NORM_TYPES)
+    ]
     assert max(abs(s - 1) for s in sig) > 0.2
 
 

@@ -12,13 +12,24 @@ from atmos.grids.padding import healpix_pad
 from atmos.models.layers import FoldedHealpixPad
 from atmos.models.unet_gru import UNetGRU, UNetGRUConfig
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: intra-op threads only add synchronisation overhead
+    (and stall badly on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 NSIDE = 8
 #: rotation by +90 degrees of longitude: the content of face f moves to ROT[f]
 ROT = np.array([1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8])
 
 
 def small_config(**kw) -> UNetGRUConfig:
-    base = dict(nside=NSIDE, channels=[8, 6, 4], dilations=[1, 2, 2], upscale_factor=2)
+    base = {"nside": NSIDE, "channels": [8, 6, 4], "dilations": [1, 2, 2], "upscale_factor": 2}
     base.update(kw)
     return UNetGRUConfig(**base)
 
@@ -134,7 +145,9 @@ def test_folded_pad_matches_healpix_pad(nside, pad):
     b, c = 2, 3
     x = torch.randn(b * 12, c, nside, nside, dtype=torch.float64)
     ref = healpix_pad(x.view(b, 12, c, nside, nside).transpose(1, 2), pad).transpose(1, 2)
-    torch.testing.assert_close(mod(x), ref.reshape(b * 12, c, nside + 2 * pad, nside + 2 * pad), rtol=0, atol=0)
+    torch.testing.assert_close(
+        mod(x), ref.reshape(b * 12, c, nside + 2 * pad, nside + 2 * pad), rtol=0, atol=0
+    )
 
 
 def test_folded_pad_gradient():

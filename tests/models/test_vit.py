@@ -10,24 +10,35 @@ from atmos.errors import ConfigError, DataError, GridError
 from atmos.models.layers import earth_pad
 from atmos.models.vit import ViT, ViTConfig
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: intra-op threads only add synchronisation overhead
+    (and stall badly on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 NLAT, NLON = 16, 32
 
 
 def small_config(**kw) -> ViTConfig:
-    base = dict(
-        inputs=["geopotential_500", "temperature_850", "specific_humidity_700"],
-        outputs=["geopotential_500", "temperature_850"],
-        forcings=["toa_incident_solar_radiation"],
-        statics=["land_sea_mask", "geopotential_at_surface"],
-        history=2,
-        nlat=NLAT,
-        nlon=NLON,
-        patch_size=2,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        window_size=[2, 2],
-    )
+    base = {
+        "inputs": ["geopotential_500", "temperature_850", "specific_humidity_700"],
+        "outputs": ["geopotential_500", "temperature_850"],
+        "forcings": ["toa_incident_solar_radiation"],
+        "statics": ["land_sea_mask", "geopotential_at_surface"],
+        "history": 2,
+        "nlat": NLAT,
+        "nlon": NLON,
+        "patch_size": 2,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "window_size": [2, 2],
+    }
     base.update(kw)
     return ViTConfig(**base)
 
@@ -84,7 +95,9 @@ def test_earth_pad_errors():
         earth_pad(torch.zeros(4, 6), (5, 0), (0, 0))
 
 
-@pytest.mark.parametrize("nlat,nlon,patch,win", [(32, 64, 2, (4, 4)), (32, 64, 4, (2, 4)), (19, 36, 2, (3, 2))])
+@pytest.mark.parametrize(
+    "nlat,nlon,patch,win", [(32, 64, 2, (4, 4)), (32, 64, 4, (2, 4)), (19, 36, 2, (3, 2))]
+)
 def test_padding_divides_patch_windows(nlat, nlon, patch, win):
     cfg = ViTConfig(nlat=nlat, nlon=nlon, patch_size=patch, window_size=list(win))
     (s, n), (w, e) = cfg.padding()

@@ -104,14 +104,14 @@ def test_fit_writes_a_complete_checkpoint_and_load_model_rebuilds_it(tiny_config
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config):
     """Interrupt mid-epoch (with dropout, EMA and a K curriculum in play), resume, compare every tensor."""
-    sections = dict(
-        model={"name": "vit", "params": {"embed_dim": 16, "depth": 2, "num_heads": 2, "window_size": [2, 2],
+    sections = {
+        "model": {"name": "vit", "params": {"embed_dim": 16, "depth": 2, "num_heads": 2, "window_size": [2, 2],
                                          "dropout": 0.2}},
-        optimizer={"lr": 3e-3, "ema_decay": 0.9},
-        schedule={"epochs": 2, "warmup_steps": 2, "max_steps_per_epoch": 3},
-        multistep={"steps": 1, "maximum": 2, "epoch_increment": 1, "gradient": "full"},
-        validation={"samples": 2, "steps": 1},
-    )
+        "optimizer": {"lr": 3e-3, "ema_decay": 0.9},
+        "schedule": {"epochs": 2, "warmup_steps": 2, "max_steps_per_epoch": 3},
+        "multistep": {"steps": 1, "maximum": 2, "epoch_increment": 1, "gradient": "full"},
+        "validation": {"samples": 2, "steps": 1},
+    }
     ref = fit(tiny_config(**sections, output={"name": "ref", "progress": False}))
     cfg = tiny_config(**sections, output={"name": "split", "progress": False})
     first = fit(cfg, stop_after=4)  # stops in epoch 2 after its first step

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import socket
 from pathlib import Path
 
-import pytest
 import torch
+import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 
 from atmos.train import fit
 from atmos.train.checkpoint import find_checkpoint, load_training_state
 from atmos.train.distributed import ResumableDistributedSampler
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sampler_shards_one_permutation_and_resumes():
@@ -38,32 +35,46 @@ def test_sampler_shards_one_permutation_and_resumes():
     assert list(single) != order  # a new order every epoch
 
 
-def test_ddp_two_gloo_processes_match_a_single_process(tiny_config, tmp_path):
-    sections = dict(
-        schedule={"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 3},
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, cfg: dict, port: int) -> None:
+    """One DDP rank (forked): the environment torchrun would set, then the ordinary CLI entry point."""
+    import dask
+
+    torch.set_num_threads(1)  # also keeps the forked OpenMP runtime out of play
+    dask.config.set(scheduler="synchronous")  # no thread pool inherited from the parent
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.pop("ATMOS_DEADLINE", None)
+    path = Path(cfg["output"]["dir"]) / f"ddp-{rank}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    from atmos.cli.train import main
+
+    code = main([str(path), "--no-progress", "--log-level", "WARNING"])
+    if code != 0:
+        raise RuntimeError(f"rank {rank}: atmos train exited with {code}")
+
+
+def test_ddp_two_gloo_processes_match_a_single_process(tiny_config):
+    sections = {
+        "schedule": {"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 3},
         # 3 steps with truncated:2 = a 2-step chunk under no_sync, then a synced 1-step chunk
-        multistep={"steps": 3, "maximum": 3, "gradient": "truncated:2"},
-        validation={"samples": 4, "steps": 1},
-    )
-    ddp_cfg = tiny_config(**sections, data={**tiny_config()["data"], "batch_size": 2},
-                          output={"name": "ddp", "progress": False})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(ddp_cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    env.pop("ATMOS_DEADLINE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "atmos.cli.train", str(path)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        "multistep": {"steps": 3, "maximum": 3, "gradient": "truncated:2"},
+        "validation": {"samples": 4, "steps": 1},
+    }
+    data = tiny_config()["data"]
+    ddp_cfg = tiny_config(**sections, data={**data, "batch_size": 2}, output={"name": "ddp", "progress": False})
+    mp.start_processes(_ddp_worker, args=(ddp_cfg, _free_port()), nprocs=2, start_method="fork", join=True)
     ddp_run = Path(ddp_cfg["output"]["dir"]) / "ddp"
     state = load_training_state(ddp_run)
     assert state["sampler"]["world_size"] == 2 and len(state["rng"]) == 2
     # reference: one process, global batch 4 = 2 processes x 2
-    ref = fit(tiny_config(**sections, data={**tiny_config()["data"], "batch_size": 4},
-                          output={"name": "single", "progress": False}))
+    ref = fit(tiny_config(**sections, data={**data, "batch_size": 4}, output={"name": "single", "progress": False}))
     a = load_file(str(find_checkpoint(ddp_run) / "model.safetensors"))
     b = load_file(str(ref.checkpoint / "model.safetensors"))
     assert a.keys() == b.keys()
