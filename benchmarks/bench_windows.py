@@ -82,6 +82,7 @@ def find_data(arg: str | None) -> tuple[str, str | None]:
         time_chunk=32,
         variables=LEVEL_VARS + SURFACE_VARS + ["toa_incident_solar_radiation"],
     )
+    ds = ds.chunk({"time": 32, "level": -1, "latitude": -1, "longitude": -1})  # zarr chunks as SPEEDY-world
     out = os.path.join(tmp, "mock.zarr")
     ds.to_zarr(out, mode="w")
     return out, tmp
