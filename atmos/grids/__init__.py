@@ -2,6 +2,7 @@
 
 from atmos.grids.healpix import HealpixGrid, face_nest_index
 from atmos.grids.latlon import LatLonGrid
+from atmos.grids.padding import HealpixPad, healpix_pad, healpix_pad_indices, healpix_unpad
 from atmos.grids.regrid import (
     METHODS,
     HealpixToLatLon,
@@ -17,6 +18,7 @@ __all__ = [
     "METHODS",
     "Grid",
     "HealpixGrid",
+    "HealpixPad",
     "HealpixToLatLon",
     "LatLonGrid",
     "LatLonToHealpix",
@@ -24,6 +26,9 @@ __all__ = [
     "Regridder",
     "face_nest_index",
     "grid_from_dict",
+    "healpix_pad",
+    "healpix_pad_indices",
+    "healpix_unpad",
     "latlon_healpix_overlap",
 ]
 

@@ -2,10 +2,36 @@
 
 from atmos.io.coords import area_weights, global_mean, grid_of, spatial_dims
 from atmos.io.names import UnitsWarning, detect_style, rename_variables
+from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing, derived_forcings
 from atmos.io.open import CANONICAL_DIM_ORDER, canonicalize, open_dataset, select
+from atmos.io.stats import (
+    STATISTICS,
+    ZeroStdWarning,
+    compute_and_save_stats,
+    compute_stats,
+    denormalize,
+    load_stats,
+    normalize,
+    save_stats,
+)
+from atmos.io.windows import Channel, ChannelSchema, WindowDataset
 
 __all__ = [
     "CANONICAL_DIM_ORDER",
+    "DERIVED_FORCINGS",
+    "STATISTICS",
+    "Channel",
+    "ChannelSchema",
+    "WindowDataset",
+    "ZeroStdWarning",
+    "compute_and_save_stats",
+    "compute_stats",
+    "denormalize",
+    "derived_forcing",
+    "derived_forcings",
+    "load_stats",
+    "normalize",
+    "save_stats",
     "UnitsWarning",
     "area_weights",
     "canonicalize",

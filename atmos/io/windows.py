@@ -5,15 +5,15 @@ longitude)`` or ``(time, level, cell)``) into samples for training emulators. Ea
 sample around a time ``t0`` is a dict of float32 tensors shaped
 ``[time, channel, *grid]``:
 
-==============  ==================================  ====================================
-key             shape                               times
-==============  ==================================  ====================================
-``inputs``      ``[history, C_in, *grid]``          ``t0 - (history-1)*step ... t0``
-``targets``     ``[lead_steps, C_out, *grid]``      ``t0 + step ... t0 + lead_steps*step``
-``forcings``    ``[history+lead_steps, C_f, *grid]`` both of the above, in order
-``statics``     ``[1, C_s, *grid]``                 (no time)
-``time``        int64 scalar                        ``t0`` in ns since 1970
-==============  ==================================  ====================================
+==============  ====================================  ======================================
+key             shape                                 times
+==============  ====================================  ======================================
+``inputs``      ``[history, C_in, *grid]``            ``t0 - (history-1)*step ... t0``
+``targets``     ``[lead_steps, C_out, *grid]``        ``t0 + step ... t0 + lead_steps*step``
+``forcings``    ``[history+lead_steps, C_f, *grid]``  both of the above, in order
+``statics``     ``[1, C_s, *grid]``                   (no time)
+``time``        int64 scalar                          ``t0`` in ns since 1970
+==============  ====================================  ======================================
 
 ``*grid`` is ``(nlat, nlon)`` on lat-lon grids, ``(12, nside, nside)`` on HEALPix
 grids with ``healpix_layout="faces"`` (:meth:`atmos.grids.HealpixGrid.cells_to_faces`)
@@ -35,8 +35,17 @@ by per-variable, per-step reads:
   one year of 6-hourly SPEEDY-world with 30 channels on 64x32 is ~360 MB). DataLoader
   workers started with ``fork`` share it copy-on-write.
 
+A block costs about as much to read as one window (the zarr chunks must be
+decompressed whole either way), so streaming pays off when windows reuse blocks:
+consecutive windows, or shuffled windows over a period whose blocks fit in
+``cache_bytes`` (per process). For shuffled training over data much larger than the
+cache, expect roughly one block read per window; for data that fit in memory use
+``cache="memory"``. ``benchmarks/bench_windows.py`` measures both against xbatcher.
+
 The dataset holds only picklable objects (the xarray dataset, numpy arrays); the
 block cache is dropped when pickled, so it also works with the ``spawn`` start method.
+Reads use dask's graph with a plain in-thread executor (no scheduler threads),
+which is safe in forked DataLoader workers.
 
 Time axis
 ---------
@@ -328,7 +337,8 @@ class WindowDataset(torch.utils.data.Dataset):
         Streaming with an LRU cache of chunk-aligned time blocks, or the whole
         selected period in memory (see the module docstring).
     cache_bytes : int
-        Budget of the block cache (per process; each DataLoader worker has its own).
+        Budget of the block cache, 256 MiB by default (per process; each DataLoader
+        worker has its own). Blocks longer than a quarter of it are split.
     block_size : int, optional
         Time steps per block (default: the data's dask time chunks, else 32).
     healpix_layout : {"faces", "cells"}

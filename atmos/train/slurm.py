@@ -70,6 +70,9 @@ class SlurmJob:
     job_name : str
     extra_sbatch : list of str
         More ``#SBATCH`` options, e.g. ``--qos=high``.
+    workdir : str, optional
+        Folder the job runs in (default: the current one), so that relative paths in
+        the config mean the same at submission and at run time.
     """
 
     config: str
@@ -85,6 +88,7 @@ class SlurmJob:
     setup: list[str] = field(default_factory=list)
     job_name: str = "atmos-train"
     extra_sbatch: list[str] = field(default_factory=list)
+    workdir: str | None = None
 
     def validate(self) -> None:
         if self.nodes < 1:
@@ -114,8 +118,9 @@ def render_sbatch(job: SlurmJob) -> str:
     job.validate()
     limit = parse_walltime(job.time)
     workers = max(1, job.gpus_per_node)
-    run_dir = Path(job.run_dir).absolute()
-    config = Path(job.config).absolute()
+    workdir = Path(job.workdir).absolute() if job.workdir else Path.cwd()
+    run_dir = (workdir / job.run_dir).absolute()
+    config = (workdir / job.config).absolute()
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={job.job_name}",
@@ -143,6 +148,7 @@ def render_sbatch(job: SlurmJob) -> str:
         "",
         "# Written by `atmos slurm`. Each (re)queued job resumes from the run's last checkpoint.",
         "set -uo pipefail",
+        f"cd {_q(workdir)}  # relative paths in the config resolve as they did for `atmos slurm`",
         f"RUN_DIR={_q(run_dir)}",
         f"CONFIG={_q(config)}",
         'mkdir -p "$RUN_DIR"',
@@ -161,7 +167,7 @@ def render_sbatch(job: SlurmJob) -> str:
         "srun --kill-on-bad-exit=1 --ntasks-per-node=1 \\",
         f"    torchrun --nnodes=\"$SLURM_JOB_NUM_NODES\" --nproc-per-node={workers} \\",
         '    --rdzv-id="$SLURM_JOB_ID" --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" \\',
-        f'    -m atmos.cli.train "$CONFIG" --resume{(" " + train_args) if train_args else ""}',
+        f'    -m atmos.cli.train "$CONFIG"{(" " + train_args) if train_args else ""} --resume',
         "status=$?",
         "",
         'if [ -f "$RUN_DIR/DONE" ]; then',

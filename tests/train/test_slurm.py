@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,7 +47,8 @@ def test_script_launches_torchrun_with_rendezvous_and_requeues(config_file, tmp_
     assert 'torchrun --nnodes="$SLURM_JOB_NUM_NODES" --nproc-per-node=8 \\' in text
     assert '--rdzv-id="$SLURM_JOB_ID" --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT"' in text
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
-    assert "-m atmos.cli.train \"$CONFIG\" --resume optimizer.lr=3e-4" in text
+    assert '-m atmos.cli.train "$CONFIG" optimizer.lr=3e-4 --resume' in text
+    assert f"cd {Path.cwd()}" in text  # relative config paths resolve as at submission
     assert f"CONFIG={config_file.absolute()}" in text
     assert "ATMOS_DEADLINE=$(( $(date +%s) + 43200 - 300 ))" in text
     assert 'scontrol requeue "$SLURM_JOB_ID"' in text and '-f "$RUN_DIR/DONE"' in text

@@ -1,0 +1,219 @@
+"""Streaming Zarr writer for forecasts in the WeatherBench2 forecast layout.
+
+The store is created up front with its full shape: every coordinate, the variables'
+metadata and a NaN fill value, but no data chunks. Each lead is then written as it
+is produced, one chunk per variable (chunks are ``(1 init, 1 lead, all members,
+[all levels], whole grid)``), so memory does not grow with lead time and a lead
+never shares a chunk with another.
+
+Progress lives in the root attributes and is updated after each lead has been
+written (the local zarr store replaces files atomically):
+
+``atmos_completed_leads``
+    list, per initial time, of how many leads (from lead 0, in order) are written;
+``atmos_completed_steps``
+    their sum;
+``atmos_total_steps``
+    ``n_init * n_lead``;
+``atmos_status``
+    ``running``, ``complete``, ``interrupted`` or ``failed: <reason>``.
+
+An interrupted rollout therefore leaves a store that opens with xarray, holds NaN
+for the leads not written yet, and says how far it got; :meth:`ForecastWriter.open`
+reads that back so that ``--resume`` writes only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from atmos.errors import ConfigError, DataError, SourceError
+
+__all__ = ["ForecastWriter", "read_progress"]
+
+_PROGRESS_KEYS = ("atmos_completed_leads", "atmos_completed_steps", "atmos_total_steps", "atmos_status")
+
+
+def read_progress(path: str | os.PathLike) -> dict[str, Any]:
+    """The progress attributes of a forecast store (see the module docstring).
+
+    Raises
+    ------
+    SourceError
+        No zarr store at ``path``, or it was not written by atmos rollout.
+    """
+    import zarr
+
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"no forecast store at {str(p)!r}; nothing to resume.")
+    try:
+        g = zarr.open_group(str(p), mode="r")
+    except Exception as err:  # zarr raises several types for a non-store folder
+        raise SourceError(f"{str(p)!r} is not a zarr store ({err}).") from err
+    attrs = dict(g.attrs)
+    missing = [k for k in _PROGRESS_KEYS if k not in attrs]
+    if missing:
+        raise SourceError(
+            f"{str(p)!r} is not a forecast store written by atmos rollout (attributes {missing} are missing); "
+            "choose another --out or pass --overwrite."
+        )
+    return attrs
+
+
+class ForecastWriter:
+    """Write a forecast store lead by lead.
+
+    Use :meth:`create` for a new store and :meth:`open` to resume one.
+
+    Parameters
+    ----------
+    path : path
+        The zarr store.
+    n_lead : int
+        Leads per initial time.
+    completed : list of int
+        Leads already written per initial time.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_lead: int, completed: list[int]) -> None:
+        import zarr
+
+        self.path = Path(path)
+        self.n_lead = int(n_lead)
+        self.completed = [int(c) for c in completed]
+        with _quiet_zarr_ctx():
+            self._group = zarr.open_group(str(self.path), mode="r+")
+        self._arrays: dict[str, Any] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        template: xr.Dataset,
+        *,
+        overwrite: bool = False,
+        encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> ForecastWriter:
+        """Create the store from a lazy ``template`` (full shape, dims ``time`` and
+        ``prediction_timedelta`` first) without writing any data chunk.
+
+        Raises
+        ------
+        ConfigError
+            The path exists and ``overwrite`` is False (the message suggests ``--resume``
+            or ``--overwrite``).
+        """
+        p = Path(path)
+        if p.exists():
+            if not overwrite:
+                raise ConfigError(
+                    f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
+                    "--overwrite (overwrite=True) to replace it, or choose another --out."
+                )
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        for name, var in template.data_vars.items():
+            if var.dims[:2] != ("time", "prediction_timedelta"):
+                raise DataError(f"forecast variable {name!r} has dims {var.dims}; expected (time, prediction_timedelta, ...).")
+        n_init, n_lead = template.sizes["time"], template.sizes["prediction_timedelta"]
+        tpl = template.copy()
+        tpl.attrs.update(
+            atmos_completed_leads=[0] * n_init,
+            atmos_completed_steps=0,
+            atmos_total_steps=int(n_init * n_lead),
+            atmos_status="running",
+        )
+        enc: dict[str, dict[str, Any]] = {}
+        for name, var in tpl.data_vars.items():
+            enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan)}
+        enc.update({k: dict(v) for k, v in (encoding or {}).items()})
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with _quiet_zarr_ctx():
+            tpl.to_zarr(str(p), mode="w", compute=False, consolidated=True, encoding=enc)
+        return cls(p, n_lead, [0] * n_init)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> ForecastWriter:
+        """Reopen a store to resume it (progress read from its attributes)."""
+        attrs = read_progress(path)
+        done = [int(c) for c in attrs["atmos_completed_leads"]]
+        n_init = len(done)
+        total = int(attrs["atmos_total_steps"])
+        if n_init == 0 or total % n_init:
+            raise SourceError(f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite.")
+        return cls(path, total // n_init, done)
+
+    # -- writing --------------------------------------------------------------------------------
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self._group[name]
+            except KeyError as err:
+                raise DataError(f"the forecast store {str(self.path)!r} has no variable {name!r}.") from err
+        return self._arrays[name]
+
+    def write(self, init_index: int, lead_index: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write one lead of one initial time and record it as done.
+
+        Leads must be written in order (lead ``k`` after ``0 .. k-1``); each value has
+        the variable's shape without its first two dims.
+        """
+        if lead_index != self.completed[init_index]:
+            raise DataError(
+                f"lead {lead_index} of initial time #{init_index} written out of order "
+                f"({self.completed[init_index]} leads are done)."
+            )
+        for name, arr in values.items():
+            a = self._array(name)
+            a[init_index, lead_index] = np.asarray(arr, dtype=a.dtype)
+        self.completed[init_index] = lead_index + 1
+        self._set_progress("running")
+
+    def skip_to(self, init_index: int) -> int:
+        """Leads already written for ``init_index``."""
+        return self.completed[init_index]
+
+    def _set_progress(self, status: str) -> None:
+        self._group.attrs.update(
+            {
+                "atmos_completed_leads": list(self.completed),
+                "atmos_completed_steps": int(sum(self.completed)),
+                "atmos_status": status,
+            }
+        )
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Update root attributes (JSON-serialisable values)."""
+        self._group.attrs.update(dict(attrs))
+
+    def close(self, status: str | None = None) -> None:
+        """Record the final status (``complete`` when every lead is written, unless given)."""
+        if status is None:
+            status = "complete" if all(c == self.n_lead for c in self.completed) else "interrupted"
+        self._set_progress(status)
+
+    @property
+    def done(self) -> bool:
+        return all(c == self.n_lead for c in self.completed)
+
+
+class _quiet_zarr_ctx:
+    def __enter__(self) -> None:
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
