@@ -1,4 +1,10 @@
-"""``atmos evaluate --climatebench``: score an emulation against the truth with the ClimateBench NRMSEs."""
+"""``atmos evaluate``: score forecasts WeatherBench2-style, or emulations with the ClimateBench NRMSEs.
+
+* ``atmos evaluate FORECAST --truth NAME|PATH [...]``: RMSE, bias, ACC ... per variable,
+  region and lead time of a forecast in the WeatherBench2 layout, with persistence and
+  climatology baselines scored by the same code (:func:`atmos.metrics.evaluate`).
+* ``atmos evaluate --climatebench --pred PRED.nc --truth ...``: the ClimateBench scores.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +19,25 @@ from atmos.errors import ConfigError, DataError
 
 __all__ = ["add_parser", "run"]
 
+#: Leads printed by default when a forecast has many (those present are shown).
+PRINT_LEADS = ("6h", "12h", "1D", "2D", "3D", "5D", "7D", "10D", "14D")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="score predictions against the truth (ClimateBench NRMSE)",
+        help="score forecasts against the truth (WeatherBench2 metrics, or ClimateBench NRMSE)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Score predictions against the truth.\n\n"
+            "FORECAST (WeatherBench2 layout: time x prediction_timedelta x [member] x [level] x lat x lon, as\n"
+            "written by atmos rollout) is aligned to the truth by valid time = time + prediction_timedelta and\n"
+            "scored per variable, region and lead time with area (cell-area) weights: RMSE = sqrt of the\n"
+            "init-time mean of the MSE, bias, ACC against a day-of-year x hour climatology, and, for\n"
+            "ensembles, fair CRPS and spread/skill. Persistence and climatology forecasts for the same\n"
+            "init times and leads are scored by the same code. The climatology comes from --climatology\n"
+            "(a file from 'atmos climatology' or a WeatherBench2 climatology zarr) or is computed from\n"
+            "--climatology-source (use training data, not the evaluation period).\n\n"
             "--climatebench: the ClimateBench metrics (Watson-Parris et al. 2022) on the years of --window\n"
             "(default 2080-2100, inclusive), cos(latitude) weights, ensemble-mean truth:\n"
             "  spatial NRMSE = RMSE between the time-mean maps / |global mean of the time-mean truth|\n"
@@ -30,23 +47,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--baseline SCEN:Y0-Y1 to subtract that period's ensemble-mean climatology (per cell) from both."
         ),
         epilog=(
-            "example:\n  atmos evaluate --climatebench --pred pred.nc --truth data/cmip6-ipsl --scenario ssp126 "
+            "examples:\n"
+            "  atmos evaluate forecast.zarr --truth speedy-world-val --climatology-source speedy-world \\\n"
+            "      --variables z500 t850 t2m -o scores.csv --plots plots/\n"
+            "  atmos evaluate --climatebench --pred pred.nc --truth data/cmip6-ipsl --scenario ssp126 "
             "--baseline historical:1850-1900"
         ),
     )
-    p.add_argument("--climatebench", action="store_true", help="compute the ClimateBench NRMSE scores")
-    p.add_argument("--pred", required=True, metavar="PRED.nc",
+    p.add_argument("forecast", nargs="?", metavar="FORECAST",
+                   help="forecast zarr/netCDF in the WeatherBench2 layout (not with --climatebench)")
+    p.add_argument("--truth", required=True, nargs="+", metavar="INPUT",
+                   help="truth: a catalog name or path (FORECAST mode); netCDF files and/or directories (--climatebench)")
+    g = p.add_argument_group("forecast scoring (FORECAST)")
+    g.add_argument("--name", metavar="MODEL", help="model name in the scorecard (default: the FORECAST file stem)")
+    g.add_argument("--baselines", metavar="LIST",
+                   help="comma-separated baselines: persistence,climatology (default: both, climatology only with "
+                        "a climatology); 'none' for none")
+    g.add_argument("--climatology", metavar="CLIM", help="climatology file (netCDF/zarr from 'atmos climatology', or WB2 zarr)")
+    g.add_argument("--climatology-source", metavar="SOURCE",
+                   help="compute the climatology from this catalog name / path (e.g. speedy-world)")
+    g.add_argument("--climatology-time", nargs=2, metavar=("START", "END"), help="period of --climatology-source")
+    g.add_argument("--climatology-window", type=int, default=61, metavar="DAYS",
+                   help="day-of-year smoothing window of a computed climatology (default 61, as WB2)")
+    g.add_argument("--variables", nargs="+", metavar="VAR",
+                   help="short names (z500 t850 t2m u850 msl ...) or canonical names (default: z500 t850 t2m present)")
+    g.add_argument("--metrics", metavar="LIST",
+                   help="comma-separated: rmse,bias,acc,mae,mse,crps,spread,spread_skill,ensemble_mean_rmse "
+                        "(default rmse,bias + acc with a climatology; + crps,spread_skill for ensembles)")
+    g.add_argument("--regions", metavar="LIST", default="global",
+                   help="comma-separated: global,tropics,extratropics,northern_extratropics,southern_extratropics")
+    g.add_argument("--all-leads", action="store_true", help="print every lead (default: a selection when there are many)")
+    g.add_argument("--plots", metavar="DIR", help="also write PNG plots (metric vs lead, maps, spectra) to DIR")
+    c = p.add_argument_group("ClimateBench (--climatebench)")
+    c.add_argument("--climatebench", action="store_true", help="compute the ClimateBench NRMSE scores")
+    c.add_argument("--pred", metavar="PRED.nc",
                    help="predictions (netCDF; a 'scenario' dimension is allowed, e.g. from 'atmos baseline ... predict')")
-    p.add_argument("--truth", required=True, nargs="+", metavar="INPUT", help="truth netCDF files and/or directories")
-    p.add_argument("--scenario", metavar="SCEN",
+    c.add_argument("--scenario", metavar="SCEN",
                    help="scenario to score (default: the only one present in both)")
-    p.add_argument("--var", nargs="+", metavar="VAR", help="variables to score (default: those in both)")
-    p.add_argument("--window", nargs=2, type=int, default=[2080, 2100], metavar=("Y0", "Y1"),
+    c.add_argument("--var", nargs="+", metavar="VAR", help="variables to score (default: those in both)")
+    c.add_argument("--window", nargs=2, type=int, default=[2080, 2100], metavar=("Y0", "Y1"),
                    help="first and last year scored, inclusive (default 2080 2100)")
-    p.add_argument("--alpha", type=float, default=5.0, help="weight of the global NRMSE in the total (default 5)")
-    p.add_argument("--baseline", metavar="SCEN:Y0-Y1",
+    c.add_argument("--alpha", type=float, default=5.0, help="weight of the global NRMSE in the total (default 5)")
+    c.add_argument("--baseline", metavar="SCEN:Y0-Y1",
                    help="subtract this scenario/period's ensemble-mean climatology (from the --truth inputs)")
-    p.add_argument("-o", "--output", metavar="SCORES.{csv,json}", help="also write the scores")
+    p.add_argument("-o", "--output", metavar="SCORES.{csv,json,nc}", help="also write the scores")
     p.set_defaults(func=run)
 
 
@@ -65,11 +109,135 @@ def _pick_scenario(pred: dict, truth_scen: list[str], wanted: str | None) -> str
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.climatebench:
+        if args.forecast is None:
+            raise ConfigError(
+                "give a FORECAST to score (atmos evaluate FORECAST --truth NAME ...), or choose --climatebench "
+                "to score emulations with --pred PRED.nc."
+            )
+        if args.pred is not None:
+            raise ConfigError("--pred belongs to --climatebench; for a forecast, pass it as FORECAST (positional).")
+        return _run_forecast(args)
+    if args.forecast is not None:
+        raise ConfigError(
+            f"--climatebench scores --pred, not a positional FORECAST ({args.forecast!r}); "
+            "use --pred PRED.nc or drop --climatebench."
+        )
+    if args.pred is None:
+        raise ConfigError("--climatebench needs --pred PRED.nc (the predictions to score).")
+    return _run_climatebench(args)
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in re.split(r"[,\s]+", text) if t.strip()]
+    return [] if items == ["none"] else items
+
+
+def _run_forecast(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from atmos.io import open_dataset
+    from atmos.metrics import (
+        evaluate,
+        format_scorecard,
+        load_climatology,
+        open_forecast,
+        scorecard_to_dataframe,
+        write_scorecard,
+    )
+    from atmos.metrics.evaluation import resolve_variables
+
+    if len(args.truth) != 1:
+        raise ConfigError(f"--truth takes one catalog name or path when scoring a FORECAST, got {args.truth}.")
+    if args.climatology and args.climatology_source:
+        raise ConfigError("pass either --climatology or --climatology-source, not both.")
+    fc = open_forecast(args.forecast)
+    truth = open_dataset(args.truth[0])
+    specs = resolve_variables(args.variables, fc, truth)
+    clim = None
+    if args.climatology:
+        clim = load_climatology(args.climatology)
+    elif args.climatology_source:
+        from atmos.baselines.climatology import compute_climatology
+
+        src = open_dataset(args.climatology_source)
+        if args.climatology_time:
+            src = src.sel(time=slice(*args.climatology_time))
+        names = sorted({s.name for s in specs})
+        clim = compute_climatology(src, window=args.climatology_window, variables=names)
+    baselines = _split(args.baselines)
+    metrics = _split(args.metrics)
+    if metrics is None:
+        metrics = ["rmse", "bias"] + (["acc"] if clim is not None else [])
+        if "member" in fc.dims:
+            metrics += ["crps", "spread_skill"]
+    regions = _split(args.regions) or ["global"]
+    name = args.name or Path(str(args.forecast).rstrip("/")).stem
+    scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
+                      variables=[s.label for s in specs], regions=regions, name=name)
+    leads = None
+    all_leads = scores["prediction_timedelta"].values
+    if not args.all_leads and all_leads.size > 12:
+        leads = [x for x in PRINT_LEADS if pd.Timedelta(x).to_timedelta64() in all_leads]
+    print(f"scores of {name} against {args.truth[0]}: {scores.attrs['n_init_times']} init times "
+          f"{scores.attrs['first_init_time'][:16]} .. {scores.attrs['last_init_time'][:16]}, "
+          f"area-weighted; RMSE = sqrt(mean over inits of MSE)")
+    if clim is None:
+        print("no climatology (--climatology / --climatology-source): ACC and the climatology baseline are skipped")
+    print()
+    print(format_scorecard(scores, leads=leads))
+    if args.output:
+        out = Path(args.output)
+        if out.suffix == ".json":
+            out.write_text(scorecard_to_dataframe(scores).to_json(orient="records", indent=1))
+        else:
+            write_scorecard(scores, out)
+        print(f"wrote {out}")
+    if args.plots:
+        paths = _forecast_plots(scores, fc, truth, clim, specs, Path(args.plots), name)
+        print(f"wrote {len(paths)} plot(s) to {args.plots}")
+    return 0
+
+
+def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> list[Path]:
+    """Metric-vs-lead plots, maps at up to three leads of the first init, and zonal spectra."""
+    from atmos.baselines.climatology import climatology_forecast
+    from atmos.metrics import align_truth, evaluate_spectra, select_variables
+    from atmos.metrics.plots import plot_maps, plot_spectra, write_score_plots
+
+    paths = write_score_plots(scores, outdir)
+    f = select_variables(fc, specs)
+    t0 = f["time"].values[:1]
+    have = truth.indexes["time"].values
+    f0 = f.sel(time=t0)
+    keep = [td for td in f0["prediction_timedelta"].values if np.isin(t0 + td, have).all()]
+    f0 = f0.sel(prediction_timedelta=keep)
+    y0 = align_truth(f0, select_variables(truth, specs))
+    for s in specs:
+        p = outdir / f"maps_{s.label}.png"
+        plot_maps(f0[s.label], y0[s.label], title=f"{name} {s.label}", path=p)
+        paths.append(p)
+    models = {name: fc}
+    if clim is not None:
+        models["climatology"] = climatology_forecast(clim, fc["time"].values, fc["prediction_timedelta"].values,
+                                                     like=truth, variables=sorted({s.name for s in specs}))
+    if "cell" in fc.dims:  # HEALPix: no zonal spectrum
+        return paths
+    leads = fc["prediction_timedelta"].values
+    pick = leads[np.unique(np.linspace(0, leads.size - 1, min(3, leads.size)).round().astype(int))]
+    spec = evaluate_spectra(models, truth, leads=pick, variables=[s.label for s in specs])
+    p = outdir / "spectra.png"
+    plot_spectra(spec, path=p)
+    paths.append(p)
+    return paths
+
+
+def _run_climatebench(args: argparse.Namespace) -> int:
     from atmos.cli.baseline import open_scenarios
     from atmos.metrics import climatebench_scores
 
-    if not args.climatebench:
-        raise ConfigError("choose a metric suite: only --climatebench is available (e.g. atmos evaluate --climatebench ...).")
     pred = open_scenarios([args.pred])
     truth_all = open_scenarios(args.truth, None, None)
     scen = _pick_scenario(pred, list(truth_all), args.scenario)

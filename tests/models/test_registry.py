@@ -13,17 +13,6 @@ import torch
 from atmos.errors import ConfigError
 from atmos.models import MODELS, ChannelSchema, UNetGRU, ViT, build, build_from_config, config_to_dict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation overhead
-    (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 VIT = {
     "nlat": 8,
     "nlon": 16,

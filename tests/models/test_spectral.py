@@ -15,17 +15,6 @@ from atmos.models.spectral import (
     spectral_norm_layers,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation overhead
-    (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 VIT = {
     "nlat": 8,
     "nlon": 16,

@@ -12,17 +12,6 @@ from atmos.grids.padding import healpix_pad
 from atmos.models.layers import FoldedHealpixPad
 from atmos.models.unet_gru import UNetGRU, UNetGRUConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation overhead
-    (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NSIDE = 8
 #: rotation by +90 degrees of longitude: the content of face f moves to ROT[f]
 ROT = np.array([1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8])

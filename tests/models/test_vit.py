@@ -10,17 +10,6 @@ from atmos.errors import ConfigError, DataError, GridError
 from atmos.models.layers import earth_pad
 from atmos.models.vit import ViT, ViTConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation overhead
-    (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NLAT, NLON = 16, 32
 
 
