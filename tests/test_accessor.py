@@ -10,7 +10,7 @@ import xarray as xr
 import atmos  # noqa: F401  (registers the accessor)
 from atmos.errors import DataError
 from atmos.grids import HealpixGrid, LatLonGrid
-from atmos.io import area_weights, global_mean, grid_of
+from atmos.io import area_weights, grid_of
 from atmos.io.regrid import to_healpix
 from atmos.io.stats import compute_stats
 from atmos.testing import mock_era5
@@ -101,4 +101,4 @@ def test_normalize_roundtrip(ds):
 def test_no_grid_is_a_clear_error():
     bad = xr.Dataset({"x": (("a", "b"), np.zeros((2, 3)))})
     with pytest.raises(DataError, match="latitude.*longitude"):
-        bad.atmos.grid
+        _ = bad.atmos.grid

@@ -1,8 +1,8 @@
 """Data cubes: opening with canonical names, grids of datasets, statistics, training windows."""
 
 from atmos.io.coords import area_weights, global_mean, grid_of, spatial_dims
-from atmos.io.names import UnitsWarning, detect_style, rename_variables
 from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing, derived_forcings
+from atmos.io.names import UnitsWarning, detect_style, rename_variables
 from atmos.io.open import CANONICAL_DIM_ORDER, canonicalize, open_dataset, select
 from atmos.io.stats import (
     STATISTICS,
@@ -22,24 +22,24 @@ __all__ = [
     "STATISTICS",
     "Channel",
     "ChannelSchema",
+    "UnitsWarning",
     "WindowDataset",
     "ZeroStdWarning",
+    "area_weights",
+    "canonicalize",
     "compute_and_save_stats",
     "compute_stats",
     "denormalize",
     "derived_forcing",
     "derived_forcings",
-    "load_stats",
-    "normalize",
-    "save_stats",
-    "UnitsWarning",
-    "area_weights",
-    "canonicalize",
     "detect_style",
     "global_mean",
     "grid_of",
+    "load_stats",
+    "normalize",
     "open_dataset",
     "rename_variables",
+    "save_stats",
     "select",
     "spatial_dims",
 ]

@@ -28,7 +28,7 @@ def grid_of(ds: xr.Dataset | xr.DataArray) -> Grid:
         level = attrs.get("level")
         scheme = attrs.get("indexing_scheme", "nested")
         if level is None:
-            nside = int(round(np.sqrt(ds.sizes["cell"] / 12)))
+            nside = round(np.sqrt(ds.sizes["cell"] / 12))
         else:
             nside = 2 ** int(level)
         if 12 * nside**2 != ds.sizes["cell"]:

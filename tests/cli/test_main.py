@@ -45,7 +45,7 @@ def test_atmos_error_is_printed_without_traceback(tmp_path, capsys):
 def test_console_script_runs_in_subprocess():
     proc = subprocess.run(
         [sys.executable, "-c", "from atmos.cli.main import main; raise SystemExit(main(['--version']))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("atmos ")
