@@ -56,6 +56,21 @@ SAMPLE_OVERRIDES = [
     "seed=0",
 ]
 
+#: Stage 2: continue the stage-1 run (weights, optimizer and schedule state, via ``fit(resume=...)``)
+#: for two more epochs of 8-step rollouts (2 days at 6 h), batch 4, gradients detached between steps.
+#: The cosine schedule is recomputed for 8 epochs of 64 steps, so the learning rate restarts at about
+#: 0.17 x 2e-3 and decays to 1e-5 (the old run ends at step 384 of the new 512).
+FINETUNE_NAME = f"{RUN_NAME}_ft"
+FINETUNE_OVERRIDES = [
+    f"output.name={FINETUNE_NAME}",
+    "schedule.epochs=8",
+    "multistep.steps=8",
+    "multistep.maximum=8",
+    "multistep.epoch_increment=0",
+    "data.batch_size=4",
+    "validation.every_epochs=1",
+]
+
 
 def copy_checkpoint(run_dir: Path, dest: Path = SAMPLE_DIR) -> Path:
     """Copy the run's latest checkpoint (weights + metadata, no optimizer state) into ``dest``."""
@@ -83,12 +98,65 @@ def copy_checkpoint(run_dir: Path, dest: Path = SAMPLE_DIR) -> Path:
     return ckpt
 
 
+HEADLINE = {"geopotential_500": ("geopotential", 500), "temperature_850": ("temperature", 850),
+            "2m_temperature": ("2m_temperature", None)}
+REPORT_LEADS_H = (6, 24, 72, 120, 240)
+
+
+def evaluate(model_dir: Path | None, data: str, inits: str, days: float = 10.0) -> dict:
+    """RMSE of the model and of persistence per lead on the validation cube (WeatherBench2 RMSE:
+    square root of the init-mean of the area-weighted MSE). Returns ``{channel: (leads_h, rmse, persistence)}``."""
+    import numpy as np
+    import xarray as xr
+
+    from atmos.io.coords import area_weights
+    from atmos.io.open import open_dataset
+    from atmos.rollout import rollout
+
+    truth = open_dataset(data)
+    fc = rollout(model_dir, truth, inits, days)
+    w = area_weights(truth)
+    leads = fc.prediction_timedelta.values
+    out = {}
+    for name, (var, lev) in HEADLINE.items():
+        f = fc[var] if lev is None else fc[var].sel(level=lev)
+        t = truth[var] if lev is None else truth[var].sel(level=lev)
+        t = t.load()
+        valid = fc.valid_time
+        obs = t.sel(time=valid.values.ravel()).values.reshape(f.shape)
+        pers = np.broadcast_to(t.sel(time=fc.time.values).values[:, None], f.shape)
+        wv = w.values / w.values.sum()
+        mse_m = ((f.values - obs) ** 2 * wv).sum((-2, -1)).mean(0)
+        mse_p = ((pers - obs) ** 2 * wv).sum((-2, -1)).mean(0)
+        out[name] = (leads / np.timedelta64(1, "h"), np.sqrt(mse_m), np.sqrt(mse_p))
+    return out
+
+
+def print_evaluation(scores: dict) -> bool:
+    ok = True
+    print("RMSE on SPEEDY-world validation (a simulated atmosphere, not observations): model / persistence")
+    for name, (h, m, p) in scores.items():
+        beats = bool((m[1:] < p[1:]).all())
+        ok &= beats
+        cells = "  ".join(f"{int(x)}h {m[list(h).index(x)]:.4g}/{p[list(h).index(x)]:.4g}" for x in REPORT_LEADS_H
+                          if x in list(h))
+        worst = float((m[1:] / p[1:]).max())
+        print(f"  {name:17s} {cells}   beats persistence at every lead: {beats} (worst ratio {worst:.3f})")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("SAMPLE_RUNS", "runs")), help="output.dir")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--copy-only", type=Path, metavar="RUN_DIR", help="only copy RUN_DIR's checkpoint")
+    p.add_argument("--evaluate", nargs="?", const="sample", metavar="CHECKPOINT",
+                   help="only score a checkpoint (default: the embedded sample) against persistence")
+    p.add_argument("--stage", choices=["all", "1", "2"], default="all",
+                   help="1: the curriculum run; 2: the 8-step fine-tuning continuing stage 1's run (default: both)")
+    p.add_argument("--eval-inits", default="2019-12-20/2020-01-10/12h",
+                   help="initial times of the evaluation forecasts (10 days each)")
     args = p.parse_args(argv)
     if args.copy_only:
         ck = copy_checkpoint(args.copy_only)
@@ -96,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "ATMOS_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
         os.environ["ATMOS_DATA"] = str(REPO.parent / "shared" / "data")
+    if args.evaluate:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model = None if args.evaluate == "sample" else Path(args.evaluate)
+        ok = print_evaluation(evaluate(model, "speedy-world-val", args.eval_inits))
+        return 0 if ok else 1
 
     import torch
 
@@ -103,25 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from atmos.train import fit, load_config
 
-    cfg = load_config(BASE_CONFIG, [*SAMPLE_OVERRIDES, f"output.dir={args.out}", *args.overrides])
+    base = [*SAMPLE_OVERRIDES, f"output.dir={args.out}", *args.overrides]
     t0 = time.perf_counter()
-    res = fit(cfg)
+    if args.stage in ("all", "1"):
+        res = fit(load_config(BASE_CONFIG, base))
+        print(f"stage 1 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min")
+        if res.status != "finished":
+            return 1
+    if args.stage in ("all", "2"):
+        res = fit(load_config(BASE_CONFIG, [*base, *FINETUNE_OVERRIDES]), resume=args.out / RUN_NAME)
+        print(f"stage 2 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min")
+        if res.status != "finished":
+            return 1
     wall = time.perf_counter() - t0
-    print(f"{res.status}: {res.global_step} optimizer steps in {wall / 60:.1f} min; run dir {res.run_dir}")
-    if res.status != "finished":
-        return 1
+    print(f"training wall time {wall / 60:.1f} min; run dir {res.run_dir}")
     ck = copy_checkpoint(res.run_dir)
     size = sum((SAMPLE_DIR / f).stat().st_size for f in ("model.safetensors", "checkpoint.json")) / 2**20
     print(f"copied {ck} -> {SAMPLE_DIR} ({size:.2f} MiB)")
-    val = res.validation
-    for c in ("geopotential_500", "temperature_850", "2m_temperature"):
-        if val and c in val.get("rmse", {}):
-            pairs = ", ".join(
-                f"{h:g}h {m:.4g}/{q:.4g}"
-                for h, m, q in zip(val["lead_hours"], val["rmse"][c], val["persistence_rmse"][c])
-            )
-            print(f"  {c}: RMSE model/persistence {pairs}")
-    return 0
+    ok = print_evaluation(evaluate(None, "speedy-world-val", args.eval_inits))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

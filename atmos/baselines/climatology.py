@@ -29,7 +29,12 @@ smoothing (``window=1``) the "climatology" would *be* that year's weather, synop
 systems included; the 61-day window averages 61 independent days per value, which keeps
 the seasonal cycle (its 2-month boxcar damps the annual harmonic by only ~5 %) and
 removes most of the synoptic noise. It is still a one-year estimate: scores against it
-(ACC, the climatology baseline) carry that year's interannual anomaly.
+(ACC, the climatology baseline) carry that year's interannual anomaly. Measured on
+SPEEDY-world (climatology from 2018, scored on 43 inits from 20 Dec 2019 to 10 Jan 2020,
+``scripts/score_baselines_speedy.py``): the climatology forecast's global z500 RMSE at
+1 day is 743 m2 s-2 with ``window=1``, 617 with 15 days and 594 with 61 days; the day-10
+ACC of persistence drops from 0.47 (``window=1``: the anomalies share the noise of the
+"climatology") to 0.22 (15 days) and 0.14 (61 days).
 
 Lead times are not involved: days of year come from ``time.dt.dayofyear`` as in
 WeatherBench2 (so 1 March is day 60 in common years and day 61 in leap years).
@@ -132,19 +137,20 @@ def _hour_axis(hour_step: int | None) -> np.ndarray | None:
 
 
 def _circular_window_sum(a: np.ndarray, window: int, axis: int) -> np.ndarray:
-    """Sum over a centred window of ``window`` entries along a circular ``axis``."""
+    """Sum over a centred window of ``window`` entries along a circular ``axis`` (running sum)."""
     if window == 1:
         return a
     half = window // 2
-    n = a.shape[axis]
-    idx = np.arange(-half, n + half) % n
-    padded = np.take(a, idx, axis=axis)
-    c = np.cumsum(padded, axis=axis, dtype=np.float64)
-    zero = np.zeros_like(np.take(c, [0], axis=axis))
-    c = np.concatenate([zero, c], axis=axis)
-    hi = np.take(c, np.arange(window, window + n), axis=axis)
-    lo = np.take(c, np.arange(0, n), axis=axis)
-    return hi - lo
+    x = np.moveaxis(a, axis, 0)
+    n = x.shape[0]
+    out = np.empty(x.shape, dtype=np.float64)
+    run = np.sum(x[np.arange(-half, half + 1) % n], axis=0, dtype=np.float64)
+    out[0] = run
+    for d in range(1, n):
+        run += x[(d + half) % n]
+        run -= x[(d - 1 - half) % n]
+        out[d] = run
+    return np.moveaxis(out, 0, axis)
 
 
 def compute_climatology(
@@ -263,10 +269,12 @@ def compute_climatology(
             idx = sel[start : start + int(block_size)]
             block = np.asarray(da.isel(time=idx).values, dtype=np.float64)
             k = key[idx]
-            order = np.argsort(k, kind="stable")
-            ks = k[order]
-            uniq, first = np.unique(ks, return_index=True)
-            sums[uniq] += np.add.reduceat(block[order], first, axis=0)
+            if np.unique(k).size == k.size:  # the usual case: consecutive steps of one year
+                sums[k] += block
+            else:
+                order = np.argsort(k, kind="stable")
+                uniq, first = np.unique(k[order], return_index=True)
+                sums[uniq] += np.add.reduceat(block[order], first, axis=0)
         sums = sums.reshape(nh, DAYS, *shape)
         s_smooth = _circular_window_sum(sums, int(window), axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):

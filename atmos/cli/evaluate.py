@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -175,8 +176,12 @@ def _run_forecast(args: argparse.Namespace) -> int:
             metrics += ["crps", "spread_skill"]
     regions = _split(args.regions) or ["global"]
     name = args.name or Path(str(args.forecast).rstrip("/")).stem
-    scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
-                      variables=[s.label for s in specs], regions=regions, name=name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
+                          variables=[s.label for s in specs], regions=regions, name=name)
+    for w in caught:
+        print(f"note: {w.message}")
     leads = None
     all_leads = scores["prediction_timedelta"].values
     if not args.all_leads and all_leads.size > 12:

@@ -14,9 +14,13 @@ from atmos.errors import AtmosError
 COMMANDS: dict[str, str] = {
     "baseline": "atmos.cli.baseline",
     "catalog": "atmos.cli.catalog",
+    "climatology": "atmos.cli.climatology",
     "evaluate": "atmos.cli.evaluate",
     "info": "atmos.cli.info",
+    "plot": "atmos.cli.plot",
+    "slurm": "atmos.cli.slurm",
     "stats": "atmos.cli.stats",
+    "train": "atmos.cli.train",
 }
 
 

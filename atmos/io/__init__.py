@@ -14,16 +14,16 @@ from atmos.io.stats import (
     normalize,
     save_stats,
 )
-from atmos.io.windows import Channel, ChannelSchema, WindowDataset
+from atmos.io.windows import Channel, WindowDataset, WindowSchema
 
 __all__ = [
     "CANONICAL_DIM_ORDER",
     "DERIVED_FORCINGS",
     "STATISTICS",
     "Channel",
-    "ChannelSchema",
     "UnitsWarning",
     "WindowDataset",
+    "WindowSchema",
     "ZeroStdWarning",
     "area_weights",
     "canonicalize",

@@ -78,7 +78,7 @@ from atmos.grids import HealpixGrid
 from atmos.io.coords import grid_of, spatial_dims
 from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing
 
-__all__ = ["Channel", "ChannelSchema", "WindowDataset"]
+__all__ = ["Channel", "WindowSchema", "WindowDataset"]
 
 GROUPS = ("inputs", "targets", "forcings", "statics")
 VarSpec = str | Sequence[Any] | Mapping[str, Any] | None
@@ -120,7 +120,7 @@ class Channel:
 
 
 @dataclass
-class ChannelSchema:
+class WindowSchema:
     """Channel order of every group of a :class:`WindowDataset`, JSON-serialisable.
 
     Stored in checkpoints so that a model knows which channel is which.
@@ -149,7 +149,7 @@ class ChannelSchema:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ChannelSchema:
+    def from_dict(cls, d: Mapping[str, Any]) -> WindowSchema:
         d = dict(d)
         d["groups"] = {g: [Channel(**c) for c in chans] for g, chans in d["groups"].items()}
         return cls(**d)
@@ -158,7 +158,7 @@ class ChannelSchema:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, s: str) -> ChannelSchema:
+    def from_json(cls, s: str) -> WindowSchema:
         return cls.from_dict(json.loads(s))
 
 
@@ -840,9 +840,9 @@ class WindowDataset(torch.utils.data.Dataset):
         """Channel names per group (``inputs``, ``targets``, ``forcings``, ``statics``), in tensor order."""
         return {g: [c.name for c in chans] for g, chans in self._chans.items()}
 
-    def schema(self) -> ChannelSchema:
-        """The :class:`ChannelSchema` of this dataset (channel order, units, statistics, grid, step)."""
-        return ChannelSchema(
+    def schema(self) -> WindowSchema:
+        """The :class:`WindowSchema` of this dataset (channel order, units, statistics, grid, step)."""
+        return WindowSchema(
             groups={g: list(chans) for g, chans in self._chans.items()},
             history=self.history,
             lead_steps=self.lead_steps,

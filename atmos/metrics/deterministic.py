@@ -23,8 +23,7 @@ the region, ``E_t`` mean over init times, ``c`` the climatology at the valid tim
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import xarray as xr
@@ -319,8 +318,3 @@ class ACC(Metric):
         den = np.sqrt(spatial_average(fa**2, region) * spatial_average(ya**2, region))
         return xr.where(den == 0, 0.0, num / den.where(den != 0))
 
-
-def _drop_nonindex(obj: XrObj, keep: tuple[Hashable, ...] = ()) -> Any:
-    """Drop non-index coordinates (e.g. ``valid_time``) that would conflict in arithmetic."""
-    extra = [c for c in obj.coords if c not in obj.dims and c not in keep]
-    return obj.drop_vars(extra)

@@ -37,8 +37,11 @@ UNITLESS = {"acc", "spread_skill"}
 
 
 def _figure(**kw: Any):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover - matplotlib is a dependency
+        raise ConfigError("plots need matplotlib: pip install matplotlib (or atmos[plot]).") from err
 
     fig = Figure(**kw)
     FigureCanvasAgg(fig)
@@ -49,7 +52,7 @@ def _save(fig, path: str | Path | None) -> None:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=100)
 
 
 def _units(label: str) -> str:
@@ -175,6 +178,12 @@ def plot_maps(
     vmin = float(min(np.nanmin(f.values), np.nanmin(y.values)))
     vmax = float(max(np.nanmax(f.values), np.nanmax(y.values)))
     emax = float(np.nanmax(np.abs(err.values))) or 1.0
+    if "longitude" in f.dims:
+        lon = np.sort(np.where(f["longitude"].values >= 180, f["longitude"].values - 360, f["longitude"].values))
+        half = 0.5 * (lon[1] - lon[0]) if lon.size > 1 else 180.0
+        xlim = (float(lon[0] - half), float(lon[-1] + half))
+    else:
+        xlim = (-180.0, 180.0)
     nrow = len(leads_arr)
     fig = _figure(figsize=(13.5, 2.6 * nrow + 0.6), layout="constrained")
     axes = fig.subplots(nrow, 3, squeeze=False)
@@ -186,11 +195,11 @@ def plot_maps(
         m3 = _map_panel(axes[i, 2], err.sel(prediction_timedelta=td), "RdBu_r", -emax, emax)
         for j, what in enumerate(("forecast", "truth", "error (forecast - truth)")):
             axes[i, j].set_title(f"{what}, {label}", fontsize=9)
-            axes[i, j].set_xlim(-180, 180)
+            axes[i, j].set_xlim(*xlim)
             axes[i, j].set_ylim(-90, 90)
             axes[i, j].set_aspect("equal")
             axes[i, j].tick_params(labelsize=7)
-        fig.colorbar(m1, ax=axes[i, :2], shrink=0.9, label=_units(name))
+        fig.colorbar(m1, ax=axes[i, :2], shrink=0.9, label=_units(str(forecast.name)))
         fig.colorbar(m3, ax=axes[i, 2], shrink=0.9)
     fig.suptitle(f"{name}: init {pd.Timestamp(t0):%Y-%m-%d %H:%M}")
     _save(fig, path)
@@ -233,7 +242,8 @@ def plot_spectra(
                 ax.loglog(k[pos], y[pos], label=str(model), **{kk: vv for kk, vv in style.items() if kk != "marker"})
             ax.set_title(f"{var}, +{pd.Timedelta(td) / pd.Timedelta('1h'):g}h", fontsize=10)
             ax.set_xlabel("zonal wavenumber")
-            ax.set_ylabel("power [m x units$^2$]")
+            unit = _units(var)
+            ax.set_ylabel(f"power [m ({unit})$^2$]" if unit else "power [m x units$^2$]")
             ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"zonal power spectra ({spectra.attrs.get('band', '')})")

@@ -27,7 +27,10 @@ def _n_members(forecast: XrObj, dim: str) -> int:
 def _sorted_weighted_sum(x: np.ndarray, axis: int) -> np.ndarray:
     """``sum_i (2 i - m - 1) x_(i)`` over the sorted members (i = 1..m) along ``axis``."""
     m = x.shape[axis]
-    s = np.sort(x, axis=axis)
+    s = np.sort(np.asarray(x, dtype=np.float64), axis=axis)
+    # the coefficients sum to 0: subtracting the smallest member changes nothing but the rounding
+    # (identical members give exactly 0, large offsets such as geopotential lose no precision)
+    s = s - np.take(s, [0], axis=axis)
     coef = (2.0 * np.arange(1, m + 1) - m - 1).reshape([-1 if a == axis % x.ndim else 1 for a in range(x.ndim)])
     return np.sum(coef * s, axis=axis)
 

@@ -134,3 +134,7 @@ class ZonalSpectrum(Metric):
         if self.ensemble_dim in spec.dims:
             spec = spec.mean(self.ensemble_dim)
         return spec.drop_vars([c for c in ("wavelength",) if c in spec.coords])
+
+    def compute(self, forecast, truth=None, region: str | Region | None = None, skipna: bool = False):
+        """Time-mean band-averaged spectrum of ``forecast`` (``truth`` is ignored)."""
+        return super().compute(forecast, truth, region=region, skipna=skipna)

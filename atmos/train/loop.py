@@ -281,7 +281,7 @@ class DataBundle:
     grid_shape: tuple[int, ...]
     layout: str
     time_step: Any  # pandas.Timedelta
-    schema: Any  # atmos.io.windows.ChannelSchema of the training windows
+    schema: Any  # atmos.io.windows.WindowSchema of the training windows
     area: torch.Tensor = field(repr=False)
 
 

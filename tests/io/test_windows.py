@@ -17,7 +17,7 @@ from atmos.errors import ConfigError, DataError
 from atmos.grids import HealpixGrid
 from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing, derived_forcings
 from atmos.io.stats import compute_stats
-from atmos.io.windows import ChannelSchema, WindowDataset
+from atmos.io.windows import WindowSchema, WindowDataset
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("ATMOS_DATA", REPO.parent / "shared" / "data"))
@@ -168,7 +168,7 @@ def test_shapes_channels_and_schema():
     }
     _check_item(item, wd, 2)
     schema = wd.schema()
-    back = ChannelSchema.from_json(schema.to_json())
+    back = WindowSchema.from_json(schema.to_json())
     assert back == schema and back["targets"] == ["temperature_850", "temperature_500"]
     ch = schema.groups["inputs"][0]
     assert (ch.variable, ch.level, ch.units, ch.source) == ("temperature", 850, "K", "dataset")

@@ -1,0 +1,171 @@
+"""``atmos rollout``: run a forecast from a checkpoint (default: the embedded sample model).
+
+With no ``--model`` the small sample model shipped inside atmos is used (a ViT trained
+on SPEEDY-world, a simulated atmosphere — not observations), and with no ``--data`` its
+embedded initial conditions (SPEEDY-world around 2020-01-01), so the first command
+works offline on a fresh install::
+
+    atmos rollout --init 2020-01-01 --days 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from atmos.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+_EPILOG = """\
+examples:
+  atmos rollout --init 2020-01-01 --days 10                        # embedded sample model and data
+  atmos rollout --model runs/vit_speedy --data speedy-world-val --init 2020-01-01/2020-01-05 --days 5
+  atmos rollout --init 2020-01-01 --days 10 --members 8 --perturb 0.05 --perturb-length-scale 500
+  atmos rollout --model runs/unet_gru_speedy --data speedy-world-val --init 2020-01-01 --days 10 --keep-native
+  atmos rollout --init 2020-01-01 --days 10 --resume               # complete an interrupted run
+
+--init takes a date (2020-01-01), a datetime (2020-01-01T06), a comma-separated list, or a
+range START/END (daily) or START/END/12h. The output is a Zarr store in the WeatherBench2
+forecast layout (time x prediction_timedelta x [member] x [level] x latitude x longitude),
+written lead by lead; an interrupted store opens and says how far it got
+(attribute atmos_completed_steps); --resume completes it.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rollout",
+        help="run a forecast (default: the embedded sample model on SPEEDY-world)",
+        description=(
+            "Roll an emulator out autoregressively from initial conditions and stream the forecast to a "
+            "CF-compliant Zarr store in the WeatherBench2 forecast layout. Without --model, uses the small "
+            "sample model shipped with atmos (trained on SPEEDY-world, a simulated atmosphere, not "
+            "observations) and its embedded initial conditions."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", metavar="PATH", help="checkpoint or run folder from atmos train (default: the sample model)")
+    p.add_argument("--data", metavar="NAME|PATH|URL",
+                   help="initial conditions: catalog entry, path or URL (default with the sample model: its embedded data)")
+    p.add_argument("--init", metavar="TIME", help="initial time(s): date, datetime, list or range (see below)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--days", type=float, help="forecast length in days (default 10)")
+    length.add_argument("--steps", type=int, help="forecast length in output steps")
+    p.add_argument("--step", metavar="INTERVAL", help="output interval, a multiple of the model step (default: the model's)")
+    p.add_argument("--members", type=int, help="ensemble members (adds a member dimension)")
+    p.add_argument("--perturb", type=float, metavar="SIGMA",
+                   help="std of the Gaussian initial perturbation in normalized units (with --members; member 0 is "
+                   "the unperturbed control)")
+    p.add_argument("--perturb-length-scale", type=float, metavar="KM",
+                   help="spatial correlation length of the perturbation (default: uncorrelated)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
+    p.add_argument("--out", metavar="PATH.zarr",
+                   help="output store (default ./forecast_<model>_<init>.zarr)")
+    p.add_argument("--resume", action="store_true", help="complete an interrupted store at --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--keep-native", nargs="?", const="", default=None, metavar="PATH.zarr",
+                   help="also write the forecast on the model's native grid (HEALPix models; default path: "
+                   "<out>_native.zarr)")
+    p.add_argument("--forcings", choices=["auto", "astronomy", "data"], default="auto",
+                   help="forcings at future times: computed (auto/astronomy) or read from --data (uses future data)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _lead_summary(ds) -> str:
+    import pandas as pd
+
+    leads = pd.to_timedelta(ds["prediction_timedelta"].values)
+    n = len(leads)
+    if n == 1:
+        return "1 lead (0 h)"
+    step = leads[1] - leads[0]
+    return f"{n} leads, 0 .. {leads[-1] / pd.Timedelta('1D'):g} days every {step / pd.Timedelta('1h'):g} h"
+
+
+def run(args: argparse.Namespace) -> int:
+    from atmos.rollout.engine import Forecaster, default_output_path, parse_init, rollout
+    from atmos.rollout.sample import SAMPLE_DEFAULT_INIT, SAMPLE_NOTE, sample_data_path
+
+    fc = Forecaster.from_checkpoint(args.model, device=args.device)
+    is_sample = args.model is None
+    data = args.data
+    data_label = data
+    if data is None:
+        if not is_sample:
+            raise ConfigError(
+                f"--data is required with --model {args.model!r}: a catalog entry, path or URL holding the initial "
+                "conditions (e.g. --data speedy-world-val)."
+            )
+        data = sample_data_path()
+        data_label = f"embedded sample initial conditions ({data.name}: SPEEDY-world around 2020-01-01, simulated)"
+    init = args.init
+    if init is None:
+        if args.data is not None:
+            raise ConfigError("--init is required with --data; e.g. --init 2020-01-01.")
+        init = SAMPLE_DEFAULT_INIT
+    inits = parse_init(init)
+    days, steps = args.days, args.steps
+    if days is None and steps is None:
+        days = 10.0
+    members = args.members
+    perturb = args.perturb
+    if members is not None and members > 1 and perturb is None:
+        raise ConfigError(
+            f"--members {members} without --perturb gives {members} identical forecasts; pass --perturb SIGMA "
+            "(e.g. 0.05, in units of each variable's std)."
+        )
+    if perturb and (members is None or members < 2):
+        raise ConfigError("--perturb needs an ensemble: pass --members N with N >= 2.")
+    out = Path(args.out) if args.out else default_output_path(fc.name, inits)
+    native = None
+    if args.keep_native is not None:
+        native = Path(args.keep_native) if args.keep_native else out.with_name(out.stem + "_native.zarr")
+
+    params = fc.info.get("atmos_model_parameters")
+    what = f"{fc.name} ({fc.info.get('atmos_model_type')}, {params:,} parameters, step {_hours(fc.step)})"
+    if is_sample:
+        print(f"model: sample model {what}, {SAMPLE_NOTE}.")
+    else:
+        print(f"model: {what} from {fc.info.get('atmos_checkpoint')}")
+    print(f"initial conditions: {data_label}")
+    if args.resume and out.exists():
+        print(f"resuming {out}")
+    ds = rollout(
+        fc, data, inits, days, steps=steps, step=args.step, members=members, perturb=perturb or 0.0,
+        perturb_length_scale=args.perturb_length_scale, seed=args.seed, out=out, resume=args.resume,
+        overwrite=args.overwrite, native_out=native, forcings=args.forcings, device=args.device,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    n_init = ds.sizes["time"]
+    ens = f" x {ds.sizes['member']} members" if "member" in ds.dims else ""
+    print(f"forcings: {_forcing_summary(ds)}")
+    print(
+        f"wrote {out.resolve()}: {n_init} initial time(s) x {_lead_summary(ds)}{ens}; variables "
+        f"{', '.join(map(str, ds.data_vars))}"
+    )
+    if native is not None:
+        print(f"native-grid forecast: {native.resolve()}")
+    return 0
+
+
+def _hours(td) -> str:
+    import pandas as pd
+
+    return f"{pd.Timedelta(td) / pd.Timedelta('1h'):g} h"
+
+
+def _forcing_summary(ds) -> str:
+    import json
+
+    try:
+        notes = json.loads(ds.attrs.get("atmos_forcings", "{}"))
+    except ValueError:
+        return str(ds.attrs.get("atmos_forcings"))
+    if not notes:
+        return "none"
+    return "; ".join(f"{k}: {v}" for k, v in notes.items())
