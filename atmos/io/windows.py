@@ -78,7 +78,7 @@ from atmos.grids import HealpixGrid
 from atmos.io.coords import grid_of, spatial_dims
 from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing
 
-__all__ = ["Channel", "WindowSchema", "WindowDataset"]
+__all__ = ["Channel", "WindowDataset", "WindowSchema"]
 
 GROUPS = ("inputs", "targets", "forcings", "statics")
 VarSpec = str | Sequence[Any] | Mapping[str, Any] | None

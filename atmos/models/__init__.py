@@ -16,7 +16,14 @@ channels, so the next state is ``inputs[:, -1, :C_out] + delta``. Channel names 
 in ``model.schema`` (:class:`ChannelSchema`).
 """
 
-from atmos.models.registry import MODELS, build, build_from_config, config_class, config_to_dict, register_model
+from atmos.models.registry import (
+    MODELS,
+    build,
+    build_from_config,
+    config_class,
+    config_to_dict,
+    register_model,
+)
 from atmos.models.schema import ChannelSchema
 from atmos.models.spectral import apply_spectral_norm, has_spectral_norm, remove_spectral_norm
 from atmos.models.unet_gru import UNetGRU, UNetGRUConfig

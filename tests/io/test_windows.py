@@ -17,7 +17,7 @@ from atmos.errors import ConfigError, DataError
 from atmos.grids import HealpixGrid
 from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing, derived_forcings
 from atmos.io.stats import compute_stats
-from atmos.io.windows import WindowSchema, WindowDataset
+from atmos.io.windows import WindowDataset, WindowSchema
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("ATMOS_DATA", REPO.parent / "shared" / "data"))
