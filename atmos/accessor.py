@@ -82,6 +82,19 @@ class AtmosAccessor(_Base):
         return compute_stats(self._obj, **kwargs)
 
 
+    def coarsen(self, factor: int) -> xr.Dataset:
+        """Conservative coarsening by ``factor x factor`` blocks (:func:`atmos.io.downscale.coarsen_conservative`)."""
+        from atmos.io.downscale import coarsen_conservative
+
+        return coarsen_conservative(self._obj, factor)
+
+    def downscale(self, model: Any, **kwargs: Any) -> xr.Dataset:
+        """Downscale with a trained head (:func:`atmos.rollout.downscale.downscale`)."""
+        from atmos.rollout.downscale import downscale
+
+        return downscale(self._obj, model, **kwargs)
+
+
 @xr.register_dataarray_accessor("atmos")
 class AtmosDataArrayAccessor(_Base):
     """``DataArray.atmos``: the same grid helpers as the Dataset accessor."""

@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "baseline": "atmos.cli.baseline",
     "catalog": "atmos.cli.catalog",
     "climatology": "atmos.cli.climatology",
+    "downscale": "atmos.cli.downscale",
     "evaluate": "atmos.cli.evaluate",
     "info": "atmos.cli.info",
     "plot": "atmos.cli.plot",

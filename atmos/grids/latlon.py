@@ -13,7 +13,7 @@ import numpy as np
 
 from atmos.errors import GridError
 
-__all__ = ["LatLonGrid"]
+__all__ = ["LatLonGrid", "coarse_grid"]
 
 
 def _as_1d(name: str, values: Any) -> np.ndarray:
@@ -213,3 +213,29 @@ class LatLonGrid:
 
     def __repr__(self) -> str:
         return f"LatLonGrid({self.kind}, nlat={self.nlat}, nlon={self.nlon})"
+
+
+def coarse_grid(grid: LatLonGrid, factor: int) -> LatLonGrid:
+    """The grid of ``factor x factor`` blocks of ``grid``.
+
+    Block centres are the means of the fine centres, so on an equiangular grid
+    without pole points (e.g. WB2 64x32) each coarse cell is exactly the union of its
+    ``factor x factor`` fine cells. Longitudes start at the first block's centre
+    (e.g. 8.4375 for 64x32 -> 16x8), not at 0.
+
+    Raises
+    ------
+    GridError
+        ``factor < 1`` or a grid dimension not divisible by ``factor``.
+    """
+    factor = int(factor)
+    if factor < 1 or grid.nlat % factor or grid.nlon % factor:
+        raise GridError(
+            f"cannot coarsen {grid!r} by factor {factor}: factor must be >= 1 and divide nlat={grid.nlat} "
+            f"and nlon={grid.nlon}; choose a divisor of both (e.g. 2 or 4 for 64x32)."
+        )
+    if factor == 1:
+        return grid
+    lat = grid.lat.reshape(-1, factor).mean(axis=1)
+    lon = grid.lon.reshape(-1, factor).mean(axis=1)
+    return LatLonGrid.from_coords(lat, lon)

@@ -16,6 +16,7 @@ channels, so the next state is ``inputs[:, -1, :C_out] + delta``. Channel names 
 in ``model.schema`` (:class:`ChannelSchema`).
 """
 
+from atmos.models.heads import DownscalingHead, DownscalingHeadConfig
 from atmos.models.registry import (
     MODELS,
     build,
@@ -32,6 +33,8 @@ from atmos.models.vit import ViT, ViTConfig
 __all__ = [
     "MODELS",
     "ChannelSchema",
+    "DownscalingHead",
+    "DownscalingHeadConfig",
     "UNetGRU",
     "UNetGRUConfig",
     "ViT",
