@@ -52,8 +52,11 @@ def wanted_variables() -> tuple[list[str], list[int] | None]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=os.environ.get("SPEEDY_VAL", str(DEFAULT_DATA)),
-                   help="SPEEDY-world validation cube (zarr)")
+    p.add_argument(
+        "--data",
+        default=os.environ.get("SPEEDY_VAL", str(DEFAULT_DATA)),
+        help="SPEEDY-world validation cube (zarr)",
+    )
     p.add_argument("--start", default="2019-12-22T00", help="first time stamp kept")
     p.add_argument("--end", default="2020-01-14T18", help="last time stamp kept")
     p.add_argument("--out", type=Path, default=SAMPLE_DIR / OUT_NAME)
@@ -94,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.out)
     check = xr.open_dataset(args.out)
     size = args.out.stat().st_size / 2**20
-    print(f"wrote {args.out} ({size:.2f} MiB): {check.sizes['time']} time steps "
-          f"{str(check.time.values[0])[:16]} .. {str(check.time.values[-1])[:16]}, variables {sorted(check.data_vars)}")
+    print(
+        f"wrote {args.out} ({size:.2f} MiB): {check.sizes['time']} time steps "
+        f"{str(check.time.values[0])[:16]} .. {str(check.time.values[-1])[:16]}, variables {sorted(check.data_vars)}"
+    )
     check.close()
     return 0
 

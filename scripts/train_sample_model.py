@@ -1,18 +1,28 @@
 """Train the embedded sample model and copy it into ``atmos/sample/``.
 
-The sample model is the small lat-lon ViT of ``configs/vit_speedy.yaml`` trained on
-SPEEDY-world 2018 (a *simulated* atmosphere from the SPEEDY-physics GCM run via jcm,
-not observations) with atmos's own training code (:func:`atmos.train.fit`), with a
-multi-step curriculum (K = 1, 1, 2, 2, 3, 3 steps per epoch, gradients detached between
-steps) for long-lead skill. ``atmos rollout`` uses it when no ``--model`` is given.
+The sample model is the small lat-lon ViT of ``configs/vit_speedy.yaml`` (embed 64, depth 4,
+210k parameters, 14 channels: z/t/u/v at 250/500/850 hPa, t2m, mslp; TOA insolation forcing;
+land-sea mask and orography) trained on SPEEDY-world 2018 (a *simulated* atmosphere from the
+SPEEDY-physics GCM run via jcm, not observations) with atmos's own training code
+(:func:`atmos.train.fit`) in two stages:
 
-    ATMOS_DATA=../shared/data python scripts/train_sample_model.py        # ~20-25 min on 2 CPU cores
-    python scripts/train_sample_model.py --out /tmp/sample_runs KEY=VALUE ...   # extra config overrides
-    python scripts/train_sample_model.py --copy-only /tmp/sample_runs/sample_vit_speedy
+1. 6 epochs x 64 steps, batch 8, multi-step curriculum K = 1, 1, 2, 2, 3, 3 (gradients
+   detached between steps), AdamW lr 2e-3 with warm-up and cosine decay;
+2. continuing that run (``fit(..., resume=stage-1 run)``): 3 epochs x 64 steps of 12-step
+   (3-day) rollouts, batch 4, for long-lead skill.
 
-The last checkpoint's ``model.safetensors`` and ``checkpoint.json`` (without the
-optimizer state) are copied to ``atmos/sample/``; then run ``scripts/make_sample_data.py``
-to (re)write the matching initial-condition file.
+``atmos rollout`` uses it when no ``--model`` is given.
+
+    python scripts/train_sample_model.py --out /tmp/sample_runs        # ~20-25 min on 2 shared CPU cores
+    python scripts/train_sample_model.py --out /tmp/sample_runs --stage 2   # redo only the fine-tuning
+    python scripts/train_sample_model.py --copy-only /tmp/sample_runs/sample_vit_speedy_ft
+    python scripts/train_sample_model.py --evaluate                     # score the embedded model
+
+After training, the last checkpoint's ``model.safetensors`` and ``checkpoint.json``
+(without the optimizer state) are copied to ``atmos/sample/`` and the model is scored
+against persistence on the SPEEDY-world validation month (10-day forecasts every 12 h);
+then run ``scripts/make_sample_data.py`` to (re)write the matching initial-condition file.
+``ATMOS_DATA`` defaults to ``../shared/data`` (the SPEEDY-world cubes).
 """
 
 from __future__ import annotations
@@ -57,15 +67,15 @@ SAMPLE_OVERRIDES = [
 ]
 
 #: Stage 2: continue the stage-1 run (weights, optimizer and schedule state, via ``fit(resume=...)``)
-#: for two more epochs of 8-step rollouts (2 days at 6 h), batch 4, gradients detached between steps.
-#: The cosine schedule is recomputed for 8 epochs of 64 steps, so the learning rate restarts at about
-#: 0.17 x 2e-3 and decays to 1e-5 (the old run ends at step 384 of the new 512).
+#: for three more epochs of 12-step rollouts (3 days at 6 h), batch 4, gradients detached between
+#: steps. The cosine schedule is recomputed for 9 epochs of 64 steps, so the learning rate restarts at
+#: about 0.28 x 2e-3 and decays to 1e-5 (stage 1 ends at step 384 of the new 576).
 FINETUNE_NAME = f"{RUN_NAME}_ft"
 FINETUNE_OVERRIDES = [
     f"output.name={FINETUNE_NAME}",
-    "schedule.epochs=8",
-    "multistep.steps=8",
-    "multistep.maximum=8",
+    "schedule.epochs=9",
+    "multistep.steps=12",
+    "multistep.maximum=12",
     "multistep.epoch_increment=0",
     "data.batch_size=4",
     "validation.every_epochs=1",
@@ -98,8 +108,11 @@ def copy_checkpoint(run_dir: Path, dest: Path = SAMPLE_DIR) -> Path:
     return ckpt
 
 
-HEADLINE = {"geopotential_500": ("geopotential", 500), "temperature_850": ("temperature", 850),
-            "2m_temperature": ("2m_temperature", None)}
+HEADLINE = {
+    "geopotential_500": ("geopotential", 500),
+    "temperature_850": ("temperature", 850),
+    "2m_temperature": ("2m_temperature", None),
+}
 REPORT_LEADS_H = (6, 24, 72, 120, 240)
 
 
@@ -107,7 +120,6 @@ def evaluate(model_dir: Path | None, data: str, inits: str, days: float = 10.0) 
     """RMSE of the model and of persistence per lead on the validation cube (WeatherBench2 RMSE:
     square root of the init-mean of the area-weighted MSE). Returns ``{channel: (leads_h, rmse, persistence)}``."""
     import numpy as np
-    import xarray as xr
 
     from atmos.io.coords import area_weights
     from atmos.io.open import open_dataset
@@ -138,8 +150,11 @@ def print_evaluation(scores: dict) -> bool:
     for name, (h, m, p) in scores.items():
         beats = bool((m[1:] < p[1:]).all())
         ok &= beats
-        cells = "  ".join(f"{int(x)}h {m[list(h).index(x)]:.4g}/{p[list(h).index(x)]:.4g}" for x in REPORT_LEADS_H
-                          if x in list(h))
+        cells = "  ".join(
+            f"{int(x)}h {m[list(h).index(x)]:.4g}/{p[list(h).index(x)]:.4g}"
+            for x in REPORT_LEADS_H
+            if x in list(h)
+        )
         worst = float((m[1:] / p[1:]).max())
         print(f"  {name:17s} {cells}   beats persistence at every lead: {beats} (worst ratio {worst:.3f})")
     return ok
@@ -148,15 +163,37 @@ def print_evaluation(scores: dict) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("SAMPLE_RUNS", "runs")), help="output.dir")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("SAMPLE_RUNS", "runs")),
+        help="output.dir of the training runs (default runs/)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a small shared machine more threads are much slower)",
+    )
     p.add_argument("--copy-only", type=Path, metavar="RUN_DIR", help="only copy RUN_DIR's checkpoint")
-    p.add_argument("--evaluate", nargs="?", const="sample", metavar="CHECKPOINT",
-                   help="only score a checkpoint (default: the embedded sample) against persistence")
-    p.add_argument("--stage", choices=["all", "1", "2"], default="all",
-                   help="1: the curriculum run; 2: the 8-step fine-tuning continuing stage 1's run (default: both)")
-    p.add_argument("--eval-inits", default="2019-12-20/2020-01-10/12h",
-                   help="initial times of the evaluation forecasts (10 days each)")
+    p.add_argument(
+        "--evaluate",
+        nargs="?",
+        const="sample",
+        metavar="CHECKPOINT",
+        help="only score a checkpoint (default: the embedded sample) against persistence",
+    )
+    p.add_argument(
+        "--stage",
+        choices=["all", "1", "2"],
+        default="all",
+        help="1: the curriculum run; 2: the 8-step fine-tuning continuing stage 1's run (default: both)",
+    )
+    p.add_argument(
+        "--eval-inits",
+        default="2019-12-20/2020-01-10/12h",
+        help="initial times of the evaluation forecasts (10 days each)",
+    )
     args = p.parse_args(argv)
     if args.copy_only:
         ck = copy_checkpoint(args.copy_only)
@@ -182,12 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.stage in ("all", "1"):
         res = fit(load_config(BASE_CONFIG, base))
-        print(f"stage 1 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min")
+        print(
+            f"stage 1 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min"
+        )
         if res.status != "finished":
             return 1
     if args.stage in ("all", "2"):
         res = fit(load_config(BASE_CONFIG, [*base, *FINETUNE_OVERRIDES]), resume=args.out / RUN_NAME)
-        print(f"stage 2 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min")
+        print(
+            f"stage 2 {res.status}: {res.global_step} optimizer steps, {(time.perf_counter() - t0) / 60:.1f} min"
+        )
         if res.status != "finished":
             return 1
     wall = time.perf_counter() - t0

@@ -47,30 +47,60 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", metavar="PATH", help="checkpoint or run folder from atmos train (default: the sample model)")
-    p.add_argument("--data", metavar="NAME|PATH|URL",
-                   help="initial conditions: catalog entry, path or URL (default with the sample model: its embedded data)")
-    p.add_argument("--init", metavar="TIME", help="initial time(s): date, datetime, list or range (see below)")
+    p.add_argument(
+        "--model",
+        metavar="PATH",
+        help="checkpoint or run folder from atmos train (default: the sample model)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="NAME|PATH|URL",
+        help="initial conditions: catalog entry, path or URL (default with the sample model: its embedded data)",
+    )
+    p.add_argument(
+        "--init", metavar="TIME", help="initial time(s): date, datetime, list or range (see below)"
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--days", type=float, help="forecast length in days (default 10)")
     length.add_argument("--steps", type=int, help="forecast length in output steps")
-    p.add_argument("--step", metavar="INTERVAL", help="output interval, a multiple of the model step (default: the model's)")
+    p.add_argument(
+        "--step",
+        metavar="INTERVAL",
+        help="output interval, a multiple of the model step (default: the model's)",
+    )
     p.add_argument("--members", type=int, help="ensemble members (adds a member dimension)")
-    p.add_argument("--perturb", type=float, metavar="SIGMA",
-                   help="std of the Gaussian initial perturbation in normalized units (with --members; member 0 is "
-                   "the unperturbed control)")
-    p.add_argument("--perturb-length-scale", type=float, metavar="KM",
-                   help="spatial correlation length of the perturbation (default: uncorrelated)")
+    p.add_argument(
+        "--perturb",
+        type=float,
+        metavar="SIGMA",
+        help="std of the Gaussian initial perturbation in normalized units (with --members; member 0 is "
+        "the unperturbed control)",
+    )
+    p.add_argument(
+        "--perturb-length-scale",
+        type=float,
+        metavar="KM",
+        help="spatial correlation length of the perturbation (default: uncorrelated)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
-    p.add_argument("--out", metavar="PATH.zarr",
-                   help="output store (default ./forecast_<model>_<init>.zarr)")
+    p.add_argument("--out", metavar="PATH.zarr", help="output store (default ./forecast_<model>_<init>.zarr)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted store at --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--keep-native", nargs="?", const="", default=None, metavar="PATH.zarr",
-                   help="also write the forecast on the model's native grid (HEALPix models; default path: "
-                   "<out>_native.zarr)")
-    p.add_argument("--forcings", choices=["auto", "astronomy", "data"], default="auto",
-                   help="forcings at future times: computed (auto/astronomy) or read from --data (uses future data)")
+    p.add_argument(
+        "--keep-native",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH.zarr",
+        help="also write the forecast on the model's native grid (HEALPix models; default path: "
+        "<out>_native.zarr)",
+    )
+    p.add_argument(
+        "--forcings",
+        choices=["auto", "astronomy", "data"],
+        default="auto",
+        help="forcings at future times: computed (auto/astronomy) or read from --data (uses future data)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -88,7 +118,8 @@ def _lead_summary(ds) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atmos.rollout.engine import Forecaster, default_output_path, parse_init, rollout
+    from atmos.rollout.api import default_output_path, parse_init, rollout
+    from atmos.rollout.engine import Forecaster
     from atmos.rollout.sample import SAMPLE_DEFAULT_INIT, SAMPLE_NOTE, sample_data_path
 
     fc = Forecaster.from_checkpoint(args.model, device=args.device)
@@ -102,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
                 "conditions (e.g. --data speedy-world-val)."
             )
         data = sample_data_path()
-        data_label = f"embedded sample initial conditions ({data.name}: SPEEDY-world around 2020-01-01, simulated)"
+        data_label = (
+            f"embedded sample initial conditions ({data.name}: SPEEDY-world around 2020-01-01, simulated)"
+        )
     init = args.init
     if init is None:
         if args.data is not None:
@@ -136,9 +169,22 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and out.exists():
         print(f"resuming {out}")
     ds = rollout(
-        fc, data, inits, days, steps=steps, step=args.step, members=members, perturb=perturb or 0.0,
-        perturb_length_scale=args.perturb_length_scale, seed=args.seed, out=out, resume=args.resume,
-        overwrite=args.overwrite, native_out=native, forcings=args.forcings, device=args.device,
+        fc,
+        data,
+        inits,
+        days,
+        steps=steps,
+        step=args.step,
+        members=members,
+        perturb=perturb or 0.0,
+        perturb_length_scale=args.perturb_length_scale,
+        seed=args.seed,
+        out=out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        native_out=native,
+        forcings=args.forcings,
+        device=args.device,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     n_init = ds.sizes["time"]

@@ -10,16 +10,8 @@ Tensor-level API (xarray only at the boundary): :class:`Forecaster` with
 store lead by lead; :mod:`atmos.rollout.forcings` computes forcings for future times.
 """
 
-from atmos.rollout.engine import (
-    ChannelInfo,
-    Forecaster,
-    Perturbation,
-    RolloutState,
-    default_output_path,
-    load_checkpoint_files,
-    parse_init,
-    rollout,
-)
+from atmos.rollout.api import default_output_path, parse_init, rollout
+from atmos.rollout.engine import ChannelInfo, Forecaster, Perturbation, RolloutState, load_checkpoint_files
 from atmos.rollout.forcings import ToaCalibration, calibrate_toa, toa_incident_solar_radiation
 from atmos.rollout.writer import ForecastWriter, read_progress
 

@@ -17,20 +17,17 @@ data: its channels and their normalization statistics, its time step and its gri
   the data's grid (and optionally returns the native model-grid fields).
 * :meth:`Forecaster.unroll` yields the states of ``steps`` consecutive advances.
 
-:func:`rollout` drives these for one or several initial times, writes each lead to a
-Zarr store as it is produced (:mod:`atmos.rollout.writer`, WeatherBench2 forecast
-layout) or keeps a small forecast in memory, and returns an ``xarray.Dataset``.
+:func:`atmos.rollout.api.rollout` drives these for one or several initial times and
+writes the forecast (WeatherBench2 layout) lead by lead.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,18 +43,15 @@ from atmos.grids import Grid, HealpixGrid, LatLonGrid, grid_from_dict
 from atmos.io.forcings import DERIVED_FORCINGS
 
 __all__ = [
+    "FORCING_MODES",
     "ChannelInfo",
     "Forecaster",
     "Perturbation",
     "RolloutState",
-    "default_output_path",
     "load_checkpoint_files",
-    "parse_init",
-    "rollout",
 ]
 
 FORCING_MODES = ("auto", "astronomy", "data")
-_LEAD_UNITS = "hours"
 
 
 # =============================================================================================
@@ -81,7 +75,9 @@ def _find_checkpoint(path: Path) -> Path | None:
     for p in root.iterdir():
         if p.is_dir() and not p.name.startswith(".") and (p / "checkpoint.json").is_file():
             try:
-                step = int(json.loads((p / "checkpoint.json").read_text()).get("training", {}).get("global_step", -1))
+                step = int(
+                    json.loads((p / "checkpoint.json").read_text()).get("training", {}).get("global_step", -1)
+                )
             except (OSError, ValueError):
                 step = -1
             found.append((step, p.name, p))
@@ -103,7 +99,9 @@ def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
 
     p = Path(os.path.expanduser(os.fspath(path)))
     if not p.exists():
-        raise SourceError(f"--model {str(p)!r} does not exist; pass a checkpoint or run folder written by atmos train.")
+        raise SourceError(
+            f"--model {str(p)!r} does not exist; pass a checkpoint or run folder written by atmos train."
+        )
     ckpt = _find_checkpoint(p)
     if ckpt is None:
         raise SourceError(
@@ -112,7 +110,9 @@ def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
         )
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     if meta.get("format") != "atmos-checkpoint":
-        raise SourceError(f"{str(ckpt / 'checkpoint.json')!r} is not an atmos checkpoint (format={meta.get('format')!r}).")
+        raise SourceError(
+            f"{str(ckpt / 'checkpoint.json')!r} is not an atmos checkpoint (format={meta.get('format')!r})."
+        )
     weights = ckpt / meta.get("files", {}).get("model", "model.safetensors")
     if not weights.is_file():
         raise SourceError(f"checkpoint {str(ckpt)!r} has no weights file {weights.name!r}.")
@@ -176,7 +176,9 @@ def _split_name(name: str, ds: xr.Dataset | None) -> tuple[str, int | float | No
 def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]:
     schema = meta.get("data_schema")
     if not schema or "groups" not in schema:
-        raise SourceError("checkpoint.json has no 'data_schema' (channel table); it was not written by atmos train.")
+        raise SourceError(
+            "checkpoint.json has no 'data_schema' (channel table); it was not written by atmos train."
+        )
     out: dict[str, list[ChannelInfo]] = {}
     for group in ("inputs", "targets", "forcings", "statics"):
         chans = []
@@ -184,7 +186,9 @@ def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]
             derived = c.get("source") == "derived"
             mean, std = c.get("mean"), c.get("std")
             if not derived and (mean is None or std is None):
-                raise SourceError(f"checkpoint channel {c['name']!r} has no normalization statistics (mean/std).")
+                raise SourceError(
+                    f"checkpoint channel {c['name']!r} has no normalization statistics (mean/std)."
+                )
             chans.append(
                 ChannelInfo(
                     name=c["name"],
@@ -201,7 +205,9 @@ def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]
     return out
 
 
-def _channels_from_stats(model: nn.Module, stats: xr.Dataset, ds: xr.Dataset | None) -> dict[str, list[ChannelInfo]]:
+def _channels_from_stats(
+    model: nn.Module, stats: xr.Dataset, ds: xr.Dataset | None
+) -> dict[str, list[ChannelInfo]]:
     from atmos.io.stats import stat_values
 
     schema = model.schema
@@ -224,7 +230,9 @@ def _channels_from_stats(model: nn.Module, stats: xr.Dataset, ds: xr.Dataset | N
                 rs = float(np.ravel(stat_values(stats, var, "residual", like=like)[1].values)[0])
             except DataError:
                 rs = None
-        units = stats[var].attrs.get("units") or (ds[var].attrs.get("units") if ds is not None and var in ds else None)
+        units = stats[var].attrs.get("units") or (
+            ds[var].attrs.get("units") if ds is not None and var in ds else None
+        )
         return ChannelInfo(
             name, var, lev, units, "dataset", float(np.ravel(m.values)[0]), float(np.ravel(s.values)[0]), rs
         )
@@ -270,13 +278,19 @@ class Perturbation:
     def __post_init__(self) -> None:
         if not np.isfinite(self.scale) or self.scale < 0:
             raise ConfigError(f"perturbation scale must be a number >= 0, got {self.scale!r}.")
-        if self.length_scale_km is not None and not (np.isfinite(self.length_scale_km) and self.length_scale_km > 0):
+        if self.length_scale_km is not None and not (
+            np.isfinite(self.length_scale_km) and self.length_scale_km > 0
+        ):
             raise ConfigError(f"perturbation length scale must be > 0 km, got {self.length_scale_km!r}.")
 
     def describe(self) -> str:
         if self.scale == 0:
             return "none"
-        corr = f", spatially correlated (L = {self.length_scale_km:g} km)" if self.length_scale_km else ", uncorrelated"
+        corr = (
+            f", spatially correlated (L = {self.length_scale_km:g} km)"
+            if self.length_scale_km
+            else ", uncorrelated"
+        )
         ctl = "; member 0 is the unperturbed control" if self.control else ""
         return f"Gaussian, std {self.scale:g} x channel std (normalized space){corr}{ctl}"
 
@@ -400,6 +414,13 @@ class Forecaster:
         Method for regridding between the data's and the model's grids.
     device : str
         ``cpu``, ``cuda`` or ``auto``.
+    grid_from_schema : bool
+        ``model_grid`` was inferred from the model's shape only: lat-lon data of that
+        shape are used as they are.
+    state_reset : timedelta-like, None or "auto"
+        Reset a recurrent model's state (``state=None``) every this often after the
+        initial time (the trainer starts every window from ``None``); ``"auto"``: 24 h
+        for recurrent models (DLWP-HPX's reset cycle), never for the others.
     """
 
     def __init__(
@@ -414,6 +435,8 @@ class Forecaster:
         info: Mapping[str, Any] | None = None,
         regrid_method: str = "bilinear",
         device: str = "cpu",
+        grid_from_schema: bool = False,
+        state_reset: Any = "auto",
     ) -> None:
         schema = getattr(model, "schema", None)
         if schema is None:
@@ -436,17 +459,23 @@ class Forecaster:
             )
         self.normalization = normalization
         if normalization == "residual":
-            bad = [c.name for c in self.channels["targets"] if not c.residual_std or not np.isfinite(c.residual_std)]
+            bad = [
+                c.name
+                for c in self.channels["targets"]
+                if not c.residual_std or not np.isfinite(c.residual_std)
+            ]
             if bad:
-                raise ConfigError(f"no residual std for output channels {bad}; cannot apply residual outputs.")
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        )
+                raise ConfigError(
+                    f"no residual std for output channels {bad}; cannot apply residual outputs."
+                )
+        self.device = _resolve_device(device)
         self.model = model.to(self.device).eval()
         self.schema = schema
         self.step = _as_timedelta(step, "the model time step")
         self.history = int(schema.history)
         self.model_grid = model_grid
+        # a grid known only by its shape (models built without a checkpoint) matches any data grid of that shape
+        self._grid_from_schema = bool(grid_from_schema)
         self.model_shape = tuple(int(s) for s in model.grid) if hasattr(model, "grid") else None
         self.name = str(name)
         self.info = dict(info or {})
@@ -457,10 +486,30 @@ class Forecaster:
         ratio = [((c.residual_std or 0.0) / c.std) if normalization == "residual" else 1.0 for c in tg]
         self._ratio = torch.tensor(ratio, dtype=torch.float32, device=self.device)
         self._smoothers: dict[float, Any] = {}
+        recurrent = bool(getattr(getattr(model, "config", None), "recurrent", False))
+        if state_reset == "auto":
+            state_reset = "24h" if recurrent else None
+        self.state_reset = None if state_reset is None else _as_timedelta(state_reset, "state_reset")
+        self.state_reset_steps = 0
+        if self.state_reset is not None:
+            n = self.state_reset / self.step
+            if abs(n - round(n)) > 1e-9:
+                raise ConfigError(
+                    f"state_reset {self.state_reset} must be a multiple of the model step {self.step}."
+                )
+            self.state_reset_steps = round(n)
+        if recurrent:
+            self.info["atmos_state_reset"] = (
+                f"recurrent state reset to zero every {self.state_reset}"
+                if self.state_reset
+                else "never reset"
+            )
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike | None = None, *, device: str = "cpu") -> Forecaster:
+    def from_checkpoint(
+        cls, path: str | os.PathLike | None = None, *, device: str = "cpu", state_reset: Any = "auto"
+    ) -> Forecaster:
         """Load a checkpoint folder written by ``atmos train`` (None = the embedded sample model)."""
         from atmos.models.registry import build
         from atmos.rollout.sample import is_sample_checkpoint, sample_checkpoint_dir
@@ -506,8 +555,18 @@ class Forecaster:
         step = pd.Timedelta(seconds=float(step_s)) if step_s else meta.get("time_step", "6h")
         norm = (meta.get("normalization", {}) or {}).get("outputs", "residual")
         method = cfg.get("data", {}).get("regrid_method", "bilinear")
-        return cls(model, channels, step=step, model_grid=grid, normalization=norm, name=name, info=info,
-                   regrid_method=method, device=device)
+        return cls(
+            model,
+            channels,
+            step=step,
+            model_grid=grid,
+            normalization=norm,
+            name=name,
+            info=info,
+            regrid_method=method,
+            device=device,
+            state_reset=state_reset,
+        )
 
     @classmethod
     def from_model(
@@ -521,6 +580,7 @@ class Forecaster:
         data: xr.Dataset | None = None,
         regrid_method: str = "bilinear",
         device: str = "cpu",
+        state_reset: Any = "auto",
     ) -> Forecaster:
         """Wrap a model built with :func:`atmos.models.build` and statistics from
         :func:`atmos.io.stats.compute_stats` (channel names ``variable`` or ``variable_level``)."""
@@ -532,8 +592,19 @@ class Forecaster:
             "atmos_checkpoint": "none (in-memory model)",
             "atmos_checkpoint_sha256": _state_hash(model),
         }
-        return cls(model, channels, step=step, model_grid=_model_grid(model, None), normalization=normalization,
-                   name=info["atmos_model"], info=info, regrid_method=regrid_method, device=device)
+        return cls(
+            model,
+            channels,
+            step=step,
+            model_grid=_model_grid(model, None),
+            normalization=normalization,
+            name=info["atmos_model"],
+            info=info,
+            regrid_method=regrid_method,
+            device=device,
+            grid_from_schema=True,
+            state_reset=state_reset,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -571,14 +642,25 @@ class Forecaster:
         to_model, to_data, native = self._regridders(data_grid)
         mlat, mlon = self._model_latlon()
         ctx = _Context(
-            ds=ds, data_grid=data_grid, data_dims=data_dims, to_model=to_model, to_data=to_data,
-            to_native_cells=native, statics=None, forcing_fns=[], forcing_notes={}, model_lat=mlat, model_lon=mlon,
+            ds=ds,
+            data_grid=data_grid,
+            data_dims=data_dims,
+            to_model=to_model,
+            to_data=to_data,
+            to_native_cells=native,
+            statics=None,
+            forcing_fns=[],
+            forcing_notes={},
+            model_lat=mlat,
+            model_lon=mlon,
             data_source=str(ds.attrs.get("atmos_source", "in-memory dataset")),
             data_times=pd.DatetimeIndex(ds.indexes["time"]) if "time" in ds.indexes else pd.DatetimeIndex([]),
         )
         if self.channels["statics"]:
             raw = self._read(ds, self.channels["statics"], None)  # [1, C, *data_grid]
-            ctx.statics = self._normalize(to_model(torch.from_numpy(raw).to(self.device))[0], self.channels["statics"])
+            ctx.statics = self._normalize(
+                to_model(torch.from_numpy(raw).to(self.device))[0], self.channels["statics"]
+            )
         for c in self.channels["forcings"]:
             fn, note = self._forcing_fn(c, ctx, init, forcings)
             ctx.forcing_fns.append(fn)
@@ -607,10 +689,8 @@ class Forecaster:
                 f"model {self.name!r} runs on a lat-lon grid {mg.shape} but the data are on HEALPix nside "
                 f"{data_grid.nside}; pass lat-lon data (ds.atmos.to_latlon)."
             )
-        if data_grid.shape == mg.shape and (
-            not isinstance(mg, LatLonGrid) or mg == data_grid or getattr(mg, "_from_schema", False)
-        ):
-            ident = lambda x: x  # noqa: E731
+        if data_grid.shape == mg.shape and (mg == data_grid or self._grid_from_schema):
+            ident = lambda x: x
             return ident, ident, None
         rin = Regridder(data_grid, mg, method=self.regrid_method).to(dev)
         rout = Regridder(mg, data_grid, method=self.regrid_method).to(dev)
@@ -634,7 +714,9 @@ class Forecaster:
             x = ds[c.variable]
             if c.level is not None:
                 if "level" not in x.dims:
-                    raise DataError(f"channel {c.name!r} needs {c.variable!r} on pressure levels; it has dims {x.dims}.")
+                    raise DataError(
+                        f"channel {c.name!r} needs {c.variable!r} on pressure levels; it has dims {x.dims}."
+                    )
                 have = np.asarray(x["level"].values, dtype=float)
                 hit = np.flatnonzero(np.isclose(have, float(c.level)))
                 if not hit.size:
@@ -644,7 +726,9 @@ class Forecaster:
                     )
                 x = x.isel(level=int(hit[0]))
             elif "level" in x.dims:
-                raise DataError(f"channel {c.name!r} is a single field but {c.variable!r} has levels {x['level'].values}.")
+                raise DataError(
+                    f"channel {c.name!r} is a single field but {c.variable!r} has levels {x['level'].values}."
+                )
             if times is None:
                 if "time" in x.dims:
                     x = x.isel(time=0)
@@ -656,7 +740,11 @@ class Forecaster:
             out[:, k] = vals
             bad = ~np.isfinite(vals)
             if bad.any():
-                where = "" if times is None else f" at {times[np.flatnonzero(bad.reshape(len(vals), -1).any(1))[0]]}"
+                where = (
+                    ""
+                    if times is None
+                    else f" at {times[np.flatnonzero(bad.reshape(len(vals), -1).any(1))[0]]}"
+                )
                 raise DataError(
                     f"the data's {c.name!r} ({c.variable}) has {int(bad.sum())} NaN/Inf values{where}; the initial "
                     "conditions must be complete. Fill them or choose another initial time."
@@ -677,7 +765,9 @@ class Forecaster:
 
         if c.source == "derived" or c.name in DERIVED_FORCINGS:
             lon = ctx.model_lon
-            return (lambda t, n=c.name: derived(n, t, lon)), "computed from the valid time (atmos.io.forcings)"
+            return (
+                lambda t, n=c.name: derived(n, t, lon)
+            ), "computed from the valid time (atmos.io.forcings)"
         if c.variable == TOA_NAME and mode in ("auto", "astronomy"):
             ds = ctx.ds
             cal: ToaCalibration | None = ToaCalibration()
@@ -714,7 +804,10 @@ class Forecaster:
                 raw = torch.from_numpy(self._read(ds, chans, times)).to(self.device)
                 return self._normalize(ctx.to_model(raw), chans)[:, 0].cpu().numpy()
 
-            return from_data, "read from the data at the valid times (uses data from the future, forcing only)"
+            return (
+                from_data,
+                "read from the data at the valid times (uses data from the future, forcing only)",
+            )
         raise ConfigError(f"forcings must be one of {list(FORCING_MODES)}, got {mode!r}.")
 
     # -- encode / advance / decode / unroll --------------------------------------------------------
@@ -756,7 +849,9 @@ class Forecaster:
             raise ConfigError(f"members must be an integer >= 1, got {members!r}.")
         t0 = np.datetime64(pd.Timestamp(init).to_datetime64(), "ns")
         ctx = context if context is not None else self._context(data, t0, forcings)
-        times = pd.DatetimeIndex([t0 - k * self.step.to_timedelta64() for k in range(self.history - 1, -1, -1)])
+        times = pd.DatetimeIndex(
+            [t0 - k * self.step.to_timedelta64() for k in range(self.history - 1, -1, -1)]
+        )
         miss = times.difference(ctx.data_times)
         if len(miss):
             span = f"{ctx.data_times[0]} .. {ctx.data_times[-1]}" if len(ctx.data_times) else "no time steps"
@@ -806,13 +901,22 @@ class Forecaster:
         dt = self.step.to_timedelta64()
         forc = None
         if ctx.forcing_fns:
-            times = np.array([state.time + (k + 1) * dt for k in range(-self.history, 1)], dtype="datetime64[ns]")
+            times = np.array(
+                [state.time + (k + 1) * dt for k in range(-self.history, 1)], dtype="datetime64[ns]"
+            )
             f = np.stack([fn(times) for fn in ctx.forcing_fns], axis=1)  # [H+1, C_f, *grid]
             forc = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
             forc = forc.unsqueeze(0).expand(b, *forc.shape)
-        out, carry = self.model(hist, forc, ctx.statics, state.carry)
+        carry_in = state.carry
+        if self.state_reset_steps and state.step % self.state_reset_steps == 0:
+            carry_in = None  # recurrent state reset (DLWP-HPX resets its GRU every 24 h)
+        out, carry = self.model(hist, forc, ctx.statics, carry_in)
         out = out.float()
-        nxt = hist[:, -1] + out * self._ratio.view(1, -1, *([1] * (out.ndim - 2))) if self.normalization == "residual" else out
+        nxt = (
+            hist[:, -1] + out * self._ratio.view(1, -1, *([1] * (out.ndim - 2)))
+            if self.normalization == "residual"
+            else out
+        )
         new_time = state.time + dt
         finite = torch.isfinite(nxt)
         if not bool(finite.all()):
@@ -838,7 +942,9 @@ class Forecaster:
         )
 
     @torch.no_grad()
-    def decode(self, state: RolloutState, *, native: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self, state: RolloutState, *, native: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The newest state in physical units on the data's grid.
 
         Returns
@@ -864,6 +970,20 @@ class Forecaster:
             yield state
 
 
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} was requested but torch sees no GPU; use --device cpu (or auto)."
+        )
+    return dev
+
+
 def _no_grad(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     def f(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -880,8 +1000,10 @@ def _grid_latlon(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _model_grid(model: nn.Module, meta_grid: Mapping[str, Any] | None) -> Grid:
-    if meta_grid and meta_grid.get("type") in ("latlon", "healpix") and (
-        meta_grid.get("type") == "healpix" or "lat" in meta_grid
+    if (
+        meta_grid
+        and meta_grid.get("type") in ("latlon", "healpix")
+        and (meta_grid.get("type") == "healpix" or "lat" in meta_grid)
     ):
         g = grid_from_dict(dict(meta_grid))
     else:
@@ -891,545 +1013,12 @@ def _model_grid(model: nn.Module, meta_grid: Mapping[str, Any] | None) -> Grid:
         elif sg.get("type") == "latlon":
             nlat, nlon = (int(v) for v in sg["shape"])
             g = LatLonGrid.equiangular(nlat, nlon, poles=bool(sg.get("poles", False)))
-            object.__setattr__(g, "_from_schema", True)
         else:
             raise ConfigError(f"cannot tell the model's grid from its schema grid {sg!r}.")
     shape = tuple(getattr(model, "grid", ()))
     want = g.face_shape if isinstance(g, HealpixGrid) else g.shape
     if shape and tuple(shape) != tuple(want):
-        raise ConfigError(f"the model is built for grid shape {shape} but its checkpoint describes {g!r} ({want}).")
-    return g
-
-
-# =============================================================================================
-# initial times and output names
-# =============================================================================================
-
-
-def _parse_one(s: Any) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(s)
-    except (TypeError, ValueError) as err:
         raise ConfigError(
-            f"cannot read the initial time {s!r}; use a date or datetime such as 2020-01-01 or 2020-01-01T06."
-        ) from err
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
-
-
-def parse_init(init: Any) -> pd.DatetimeIndex:
-    """Initial times from a date/datetime, a list, or a range.
-
-    Accepted: a datetime-like; a sequence of them; a ``pandas.DatetimeIndex``; or a
-    string: ``"2020-01-01"``, ``"2020-01-01T06"``, a comma-separated list
-    ``"2020-01-01,2020-01-03T12"``, or a range ``"START/END"`` / ``"START..END"``
-    (daily) or ``"START/END/12h"`` (every 12 h), end included.
-
-    Raises
-    ------
-    ConfigError
-        Unreadable dates, an empty range or duplicated times.
-    """
-    if init is None:
-        raise ConfigError("no initial time given; pass init= (--init), e.g. 2020-01-01.")
-    if isinstance(init, pd.DatetimeIndex):
-        idx = init
-    elif isinstance(init, str):
-        s = init.strip()
-        if "," in s:
-            idx = pd.DatetimeIndex([_parse_one(p.strip()) for p in s.split(",") if p.strip()])
-        elif "/" in s or ".." in s:
-            parts = s.split("/") if "/" in s else s.split("..")
-            if len(parts) not in (2, 3) or not all(p.strip() for p in parts):
-                raise ConfigError(f"cannot read the range {init!r}; use START/END or START/END/FREQ (e.g. 2020-01-01/2020-01-05/12h).")
-            freq = _as_timedelta(parts[2].strip(), "the range step") if len(parts) == 3 else pd.Timedelta("1D")
-            start, end = _parse_one(parts[0].strip()), _parse_one(parts[1].strip())
-            idx = pd.date_range(start, end, freq=freq)
-            if len(idx) == 0:
-                raise ConfigError(f"the range {init!r} is empty (its end is before its start).")
-        else:
-            idx = pd.DatetimeIndex([_parse_one(s)])
-    elif isinstance(init, (list, tuple, np.ndarray)):
-        idx = pd.DatetimeIndex([_parse_one(v) for v in init])
-    else:
-        idx = pd.DatetimeIndex([_parse_one(init)])
-    if len(idx) == 0:
-        raise ConfigError(f"no initial time in {init!r}.")
-    if idx.has_duplicates:
-        raise ConfigError(f"initial times are repeated in {init!r}: {sorted(set(idx[idx.duplicated()].astype(str)))}.")
-    return pd.DatetimeIndex(idx.values.astype("datetime64[ns]"))
-
-
-def _init_label(t: pd.Timestamp) -> str:
-    return t.strftime("%Y-%m-%dT%H") + (t.strftime("%M") if t.minute else "")
-
-
-def default_output_path(model_name: str, inits: pd.DatetimeIndex, folder: str | os.PathLike = ".") -> Path:
-    """``./forecast_<model>_<init>.zarr`` (several inits: ``..._<first>_<n>inits.zarr``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip("-") or "model"
-    label = _init_label(inits[0]) + (f"_{len(inits)}inits" if len(inits) > 1 else "")
-    return Path(folder) / f"forecast_{safe}_{label}.zarr"
-
-
-# =============================================================================================
-# output layout
-# =============================================================================================
-
-
-@dataclass
-class _Layout:
-    variables: dict[str, dict[str, Any]]  # name -> {"dims", "shape", "levels", "channels", "attrs"}
-    coords: dict[str, Any]
-    attrs: dict[str, Any]
-
-
-def _var_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
-    src = dict(ds[c.variable].attrs) if c.variable in ds else {}
-    out = {k: src[k] for k in ("units", "standard_name", "long_name") if k in src}
-    if "units" not in out and c.units:
-        out["units"] = c.units
-    return out
-
-
-def _layout(
-    fc: Forecaster,
-    ctx: _Context,
-    inits: pd.DatetimeIndex,
-    leads: np.ndarray,
-    members: int | None,
-    native: bool,
-) -> _Layout:
-    """Dims, coordinates and attributes of the forecast (data grid, or native model grid)."""
-    from atmos.io.regrid import _target_coords
-
-    if native:
-        grid = fc.model_grid
-        sdims, scoords = _target_coords(grid)
-        sshape = tuple(grid.shape)
-    else:
-        grid = ctx.data_grid
-        sdims = ctx.data_dims
-        if isinstance(grid, HealpixGrid):
-            _, scoords = _target_coords(grid)
-        else:
-            scoords = {d: ctx.ds[d] for d in sdims}
-        sshape = tuple(grid.shape)
-    lead_dims: tuple[str, ...] = ("time", "prediction_timedelta") + (("member",) if members is not None else ())
-    lead_shape = (len(inits), len(leads)) + ((members,) if members is not None else ())
-    variables: dict[str, dict[str, Any]] = {}
-    for i, c in enumerate(fc.channels["targets"]):
-        v = variables.setdefault(c.variable, {"levels": [], "channels": [], "attrs": _var_attrs(ctx.ds, c)})
-        v["levels"].append(c.level)
-        v["channels"].append(i)
-    for name, v in variables.items():
-        if any(lv is None for lv in v["levels"]):
-            if len(v["levels"]) > 1:
-                raise ConfigError(f"variable {name!r} appears both with and without a level among the model outputs.")
-            v["dims"] = lead_dims + tuple(sdims)
-            v["shape"] = lead_shape + sshape
-            v["order"] = [0]
-        else:
-            order = list(np.argsort(np.asarray(v["levels"], dtype=float), kind="stable"))
-            v["levels"] = [v["levels"][k] for k in order]
-            v["channels"] = [v["channels"][k] for k in order]
-            v["dims"] = lead_dims + ("level",) + tuple(sdims)
-            v["shape"] = lead_shape + (len(v["levels"]),) + sshape
-    lead_td = pd.to_timedelta(leads)
-    coords: dict[str, Any] = {
-        "time": ("time", inits.values, {"standard_name": "forecast_reference_time", "long_name": "initial time"}),
-        "prediction_timedelta": (
-            "prediction_timedelta",
-            lead_td.values,
-            {"standard_name": "forecast_period", "long_name": "lead time"},
-        ),
-        "valid_time": (
-            ("time", "prediction_timedelta"),
-            inits.values[:, None] + lead_td.values[None, :],
-            {"standard_name": "time", "long_name": "valid time"},
-        ),
-    }
-    if members is not None:
-        coords["member"] = ("member", np.arange(members), {"long_name": "ensemble member", "standard_name": "realization"})
-    levels = sorted({lv for v in variables.values() for lv in v["levels"] if lv is not None})
-    if levels:
-        lvl_attrs = dict(ctx.ds["level"].attrs) if "level" in ctx.ds.coords else {}
-        lvl_attrs.setdefault("units", "hPa")
-        lvl_attrs.setdefault("long_name", "pressure level")
-        lvl_attrs.setdefault("standard_name", "air_pressure")
-        lvl_attrs.setdefault("positive", "down")
-        lvl_attrs.setdefault("axis", "Z")
-        coords["level"] = ("level", np.asarray(levels), lvl_attrs)
-        for v in variables.values():
-            if v["levels"] and v["levels"][0] is not None:
-                # variables share the union of the predicted levels; levels a variable lacks stay NaN
-                v["level_index"] = [levels.index(lv) for lv in v["levels"]]
-                v["shape"] = v["shape"][: len(lead_dims)] + (len(levels),) + v["shape"][len(lead_dims) + 1 :]
-                if len(v["levels"]) < len(levels):
-                    v["attrs"]["atmos_predicted_levels"] = [_level_label(lv) for lv in v["levels"]]
-    for k, val in scoords.items():
-        coords[k] = val
-    return _Layout(variables, coords, {})
-
-
-def _dataset_from_layout(lay: _Layout, data: Mapping[str, Any], attrs: Mapping[str, Any]) -> xr.Dataset:
-    ds = xr.Dataset(
-        {name: (v["dims"], data[name], v["attrs"]) for name, v in lay.variables.items()},
-        coords={k: v for k, v in lay.coords.items()},
-        attrs=dict(attrs),
-    )
-    return ds
-
-
-def _split_output(lay: _Layout, arr: np.ndarray, members: bool) -> dict[str, np.ndarray]:
-    """``[B, C, *grid]`` -> per variable ``[B, (level,) *grid]`` (or without B when not an ensemble)."""
-    out = {}
-    for name, v in lay.variables.items():
-        if "level_index" in v:
-            n_lev = v["shape"][len(v["dims"]) - len(arr.shape[2:]) - 1]
-            if len(v["level_index"]) == n_lev:
-                x = arr[:, v["channels"]]
-            else:
-                x = np.full((arr.shape[0], n_lev, *arr.shape[2:]), np.nan, np.float32)
-                x[:, v["level_index"]] = arr[:, v["channels"]]
-        else:
-            x = arr[:, v["channels"][0]]
-        out[name] = x if members else x[0]
-    return out
-
-
-def _encoding(lay: _Layout) -> dict[str, dict[str, Any]]:
-    enc: dict[str, dict[str, Any]] = {
-        "time": {"units": "hours since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"},
-        "prediction_timedelta": {"units": _LEAD_UNITS, "dtype": "int64"},
-        "valid_time": {"units": "hours since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"},
-    }
-    for name in lay.variables:
-        enc[name] = {"dtype": "float32"}
-    return enc
-
-
-# =============================================================================================
-# the driver
-# =============================================================================================
-
-
-def _open_data(data: Any, fc: Forecaster) -> xr.Dataset:
-    from atmos.io.open import open_dataset
-
-    if isinstance(data, xr.Dataset):
-        ds = open_dataset(data)
-    else:
-        ds = open_dataset(data)
-    keep = [v for v in ds.data_vars if v in set(fc.required_variables) | {c.variable for c in fc.channels["forcings"]}]
-    return ds[keep] if keep else ds
-
-
-def _resolve_model(model: Any, data: Any, stats: xr.Dataset | None, device: str) -> Forecaster:
-    if isinstance(model, Forecaster):
-        return model
-    if model is None or isinstance(model, (str, os.PathLike)):
-        return Forecaster.from_checkpoint(model, device=device)
-    if isinstance(model, nn.Module):
-        if stats is None:
-            if not isinstance(data, xr.Dataset):
-                raise ConfigError(
-                    "an in-memory model needs normalization statistics: pass stats= (atmos.io.compute_stats) or "
-                    "data= as an xarray.Dataset to compute them from."
-                )
-            from atmos.io.open import open_dataset
-            from atmos.io.stats import compute_stats
-
-            stats = compute_stats(open_dataset(data)).compute()
-        return Forecaster.from_model(model, stats, data=data if isinstance(data, xr.Dataset) else None, device=device)
-    raise ConfigError(
-        f"model must be a checkpoint path, a Forecaster, an atmos model (nn.Module) or None (the embedded sample), "
-        f"got {type(model).__name__}."
-    )
-
-
-def _default_data(fc: Forecaster) -> Any:
-    from atmos.rollout.sample import sample_data_path
-
-    if fc.info.get("atmos_model_note", "").startswith("atmos sample model"):
-        return sample_data_path()
-    raise ConfigError(
-        f"no initial-condition data given for model {fc.name!r}; pass data= (--data) with a catalog name, a path "
-        "or a URL (e.g. --data speedy-world-val)."
-    )
-
-
-def _n_leads(fc: Forecaster, days: float | None, steps: int | None, out_step: pd.Timedelta) -> int:
-    if (days is None) == (steps is None):
-        raise ConfigError("give exactly one of days= (--days) and steps= (--steps) for the forecast length.")
-    if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ConfigError(f"steps must be an integer >= 0, got {steps!r}.")
-        return int(steps) + 1
-    try:
-        span = pd.Timedelta(days=float(days))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"days must be a number, got {days!r}.") from err
-    if span < pd.Timedelta(0):
-        raise ConfigError(f"days must be >= 0, got {days!r}.")
-    n = span / out_step
-    if abs(n - round(n)) > 1e-9:
-        raise ConfigError(f"days={days} is not a whole number of output steps of {out_step}; choose a multiple.")
-    return int(round(n)) + 1
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    return str(x)
-
-
-def rollout(
-    model: Any = None,
-    data: Any = None,
-    init: Any = None,
-    days: float | None = None,
-    *,
-    steps: int | None = None,
-    step: Any = None,
-    members: int | None = None,
-    perturb: float = 0.0,
-    perturb_length_scale: float | None = None,
-    seed: int = 0,
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    native_out: str | os.PathLike | None = None,
-    forcings: str = "auto",
-    stats: xr.Dataset | None = None,
-    device: str = "cpu",
-    progress: bool = False,
-    callback: Callable[[int, int], None] | None = None,
-) -> xr.Dataset:
-    """Roll a model out from one or several initial times.
-
-    Parameters
-    ----------
-    model : path, Forecaster, nn.Module or None
-        A checkpoint folder (``atmos train`` output), a :class:`Forecaster`, a model
-        from :func:`atmos.models.build` (then ``stats`` or ``data`` give the
-        normalization), or None for the embedded sample model (trained on
-        SPEEDY-world, a simulated atmosphere).
-    data : str, path, URL or xarray.Dataset
-        Initial conditions (catalog name, path, URL, or dataset). Default with the
-        sample model: the embedded SPEEDY-world initial conditions.
-    init : datetime-like, sequence or str
-        Initial time(s); see :func:`parse_init` (``"2020-01-01"``,
-        ``"2020-01-01/2020-01-05/12h"``, ...).
-    days : float, optional
-        Forecast length; the output has ``days / step + 1`` leads (lead 0 included).
-    steps : int, optional
-        Instead of ``days``: number of output steps after lead 0.
-    step : timedelta-like, optional
-        Output interval (default: the model's step). Must be a multiple of the
-        model's step; the model still advances by its own step.
-    members : int, optional
-        Ensemble size; adds a ``member`` dimension (None: deterministic, no member dim).
-    perturb : float
-        Std of the Gaussian initial perturbation in normalized units (members > 1).
-    perturb_length_scale : float, optional
-        Correlation length of the perturbation in km (default: uncorrelated).
-    seed : int
-        Seed of the perturbations (initial time ``i`` uses ``seed + i``).
-    out : path, optional
-        Zarr store to stream the forecast into; None keeps it in memory (small runs).
-    resume : bool
-        Complete an interrupted store at ``out`` (only missing leads are written;
-        recurrent models are re-run from the initial time).
-    overwrite : bool
-        Replace an existing ``out``.
-    native_out : path, optional
-        Also write the forecast on the model's native grid (HEALPix cells) there.
-    forcings : {"auto", "astronomy", "data"}
-        ``astronomy``: TOA insolation from astronomy, calibrated on the data's TOA up to
-        the initial time (an error if it does not match); ``auto`` (default): the same,
-        but a TOA field that does not match the formula, and any other dataset forcing,
-        is read from the data at the valid times; ``data``: every dataset forcing is
-        read at the valid times (this uses data from the future, for forcings only; it
-        is recorded in ``attrs["atmos_forcings"]``). Time encodings are always computed.
-    stats : xarray.Dataset, optional
-        Statistics for an in-memory model.
-    device : str
-        ``cpu`` (default), ``cuda`` or ``auto``.
-    progress : bool
-        Show a progress bar (tqdm, stderr).
-    callback : callable ``(init_index, lead_index) -> None``, optional
-        Called after each lead is written.
-
-    Returns
-    -------
-    xarray.Dataset
-        Dims ``(time, prediction_timedelta, [member], [level], *spatial)``; opened
-        lazily from ``out`` when given, else in memory.
-
-    Raises
-    ------
-    ConfigError, DataError, SourceError
-        Bad arguments, data that lack the model's variables or the initial times, a
-        forecast that becomes non-finite (names the step and variable).
-    """
-    fc = _resolve_model(model, data, stats, device)
-    if data is None:
-        data = _default_data(fc)
-    inits = parse_init(init)
-    out_step = fc.step if step is None else _as_timedelta(step, "step")
-    ratio = out_step / fc.step
-    if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
-        raise ConfigError(f"the output step {out_step} must be a multiple of the model's step {fc.step}.")
-    every = int(round(ratio))
-    n_lead = _n_leads(fc, days, steps, out_step)
-    if members is not None and (isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1):
-        raise ConfigError(f"members must be an integer >= 1, got {members!r}.")
-    pert = Perturbation(float(perturb), perturb_length_scale)
-    if pert.scale > 0 and (members or 1) < 2:
-        raise ConfigError("perturb > 0 needs an ensemble: pass members >= 2 (--members N).")
-    if resume and out is None:
-        raise ConfigError("resume=True needs the store to complete: pass out= (--out).")
-    batch = members or 1
-
-    ds = _open_data(data, fc)
-    ctx = fc._context(ds, np.datetime64(inits[0].to_datetime64(), "ns"), forcings)
-    leads = (np.arange(n_lead) * out_step.to_timedelta64()).astype("timedelta64[ns]")
-    lay = _layout(fc, ctx, inits, leads, members, native=False)
-    native_lay = _layout(fc, ctx, inits, leads, members, native=True) if native_out is not None else None
-
-    from atmos import __version__
-
-    config = {
-        "model": fc.info.get("atmos_checkpoint"),
-        "data": ctx.data_source,
-        "init": [str(t) for t in inits],
-        "n_lead": n_lead,
-        "step": str(out_step),
-        "members": members,
-        "perturb": pert.scale,
-        "perturb_length_scale": pert.length_scale_km,
-        "seed": int(seed),
-        "forcings": forcings,
-    }
-    attrs: dict[str, Any] = {
-        "Conventions": "CF-1.11",
-        "title": f"atmos forecast: {fc.name}",
-        "source": f"atmos {__version__} rollout of {fc.name} ({fc.info.get('atmos_model_type')})",
-        "history": f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} atmos rollout",
-        **{k: _json_safe(v) for k, v in fc.info.items()},
-        "atmos_version": str(__version__),
-        "atmos_data_source": ctx.data_source,
-        "atmos_model_step": str(fc.step),
-        "atmos_output_step": str(out_step),
-        "atmos_forcings": json.dumps(ctx.forcing_notes),
-        "atmos_perturbation": pert.describe(),
-        "atmos_rollout_config": json.dumps(config),
-    }
-    data_note = ctx.ds.attrs.get("notes") or ctx.ds.attrs.get("title")
-    if data_note:
-        attrs["atmos_data_notes"] = str(data_note)
-    native_attrs = {**attrs, "title": f"atmos forecast on the model's native grid: {fc.name}"}
-
-    from atmos.rollout.writer import ForecastWriter, read_progress
-
-    def open_writer(path: Path, lo: _Layout, at: dict[str, Any]) -> ForecastWriter:
-        if resume and path.exists():
-            prev = read_progress(path)
-            old = json.loads(prev.get("atmos_rollout_config", "{}"))
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v and k != "data"}
-            if prev.get("atmos_checkpoint_sha256") != at["atmos_checkpoint_sha256"]:
-                diff["checkpoint_sha256"] = (prev.get("atmos_checkpoint_sha256"), at["atmos_checkpoint_sha256"])
-            if diff:
-                detail = "; ".join(f"{k}: {a!r} in the store, {b!r} now" for k, (a, b) in diff.items())
-                raise ConfigError(
-                    f"cannot resume {str(path)!r}: it was written with different settings ({detail}). Rerun with "
-                    "the original arguments, or pass --overwrite to start over."
-                )
-            return ForecastWriter.open(path)
-        tpl = _dataset_from_layout(lo, {n: _lazy_nan(v["shape"]) for n, v in lo.variables.items()}, at)
-        return ForecastWriter.create(path, tpl, overwrite=overwrite, encoding=_encoding(lo))
-
-    main_w = open_writer(Path(out), lay, attrs) if out is not None else None
-    native_w = open_writer(Path(native_out), native_lay, native_attrs) if native_lay is not None else None
-    writers = [w for w in (main_w, native_w) if w is not None]
-    mem = None if main_w is not None else {n: np.full(v["shape"], np.nan, np.float32) for n, v in lay.variables.items()}
-    ens = members is not None
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        done0 = sum(main_w.completed) if main_w is not None else 0
-        bar = tqdm(total=len(inits) * n_lead, initial=done0, unit="lead", desc=f"rollout {fc.name}", dynamic_ncols=True)
-    status = None
-    try:
-        for i, t0 in enumerate(inits):
-            start = min(w.completed[i] for w in writers) if writers else 0
-            if mem is None and start >= n_lead:
-                continue
-            if mem is not None:
-                start = 0
-            state = fc.encode(ds, t0, members=batch, perturbation=pert, seed=int(seed) + i, forcings=forcings,
-                              context=ctx)
-            for k in range(n_lead):
-                if k > 0:
-                    for _ in range(every):
-                        state = fc.advance(state)
-                if k < start:
-                    continue
-                if native_w is not None:
-                    arr, nat = fc.decode(state, native=True)
-                    if native_w.completed[i] == k:
-                        native_w.write(i, k, _split_output(native_lay, nat, ens))
-                else:
-                    arr = fc.decode(state)
-                values = _split_output(lay, arr, ens)
-                if main_w is not None:
-                    if main_w.completed[i] == k:
-                        main_w.write(i, k, values)
-                else:
-                    for name, v in values.items():
-                        mem[name][i, k] = v
-                if bar is not None:
-                    bar.update(1)
-                if callback is not None:
-                    callback(i, k)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except DataError as err:
-        status = f"failed: {err}"
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        for w in writers:
-            w.close(status)
-    if main_w is not None:
-        with _QuietOpen():
-            return xr.open_zarr(str(out), consolidated=True)
-    return _dataset_from_layout(lay, mem, {**attrs, "atmos_status": "complete"})
-
-
-class _QuietOpen:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
-
-
-def _lazy_nan(shape: tuple[int, ...]):
-    import dask.array as da
-
-    chunks = (1, 1) + tuple(shape[2:])
-    return da.full(shape, np.nan, dtype=np.float32, chunks=chunks)
+            f"the model is built for grid shape {shape} but its checkpoint describes {g!r} ({want})."
+        )
+    return g

@@ -90,7 +90,13 @@ def solar_geometry(times: np.ndarray | Sequence) -> tuple[np.ndarray, np.ndarray
         - 0.002697 * np.cos(3 * a)
         + 0.00148 * np.sin(3 * a)
     )
-    dist = 1.000110 + 0.034221 * np.cos(a) + 0.001280 * np.sin(a) + 0.000719 * np.cos(2 * a) + 0.000077 * np.sin(2 * a)
+    dist = (
+        1.000110
+        + 0.034221 * np.cos(a)
+        + 0.001280 * np.sin(a)
+        + 0.000719 * np.cos(2 * a)
+        + 0.000077 * np.sin(2 * a)
+    )
     frac = (ns % _NS_PER_DAY).astype(np.float64) / _NS_PER_DAY
     return decl, dist, frac
 
@@ -185,7 +191,12 @@ class ToaCalibration:
 
 
 def calibrate_toa(
-    values: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndarray, *, max_relative_rmse: float = 0.05
+    values: np.ndarray,
+    times: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    *,
+    max_relative_rmse: float = 0.05,
 ) -> ToaCalibration:
     """Fit :class:`ToaCalibration` (kind and scale) to observed TOA values.
 
@@ -209,7 +220,9 @@ def calibrate_toa(
         raise DataError(f"{TOA_NAME} has NaN/Inf values at the initial time(s) {times}; cannot calibrate it.")
     vmax = float(np.abs(obs).max())
     if vmax == 0:
-        raise DataError(f"{TOA_NAME} is zero everywhere at {times}; cannot calibrate the astronomical formula.")
+        raise DataError(
+            f"{TOA_NAME} is zero everywhere at {times}; cannot calibrate the astronomical formula."
+        )
     fits = []
     for kind in _TOA_KINDS:
         q = toa_incident_solar_radiation(times, lat, lon, kind=kind)

@@ -126,7 +126,9 @@ class ForecastWriter:
                 p.unlink()
         for name, var in template.data_vars.items():
             if var.dims[:2] != ("time", "prediction_timedelta"):
-                raise DataError(f"forecast variable {name!r} has dims {var.dims}; expected (time, prediction_timedelta, ...).")
+                raise DataError(
+                    f"forecast variable {name!r} has dims {var.dims}; expected (time, prediction_timedelta, ...)."
+                )
         n_init, n_lead = template.sizes["time"], template.sizes["prediction_timedelta"]
         tpl = template.copy()
         tpl.attrs.update(
@@ -152,7 +154,9 @@ class ForecastWriter:
         n_init = len(done)
         total = int(attrs["atmos_total_steps"])
         if n_init == 0 or total % n_init:
-            raise SourceError(f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite.")
+            raise SourceError(
+                f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite."
+            )
         return cls(path, total // n_init, done)
 
     # -- writing --------------------------------------------------------------------------------
@@ -186,7 +190,8 @@ class ForecastWriter:
         return self.completed[init_index]
 
     def _set_progress(self, status: str) -> None:
-        self._group.attrs.update(
+        # one metadata write (zarr.json replaced atomically), not one per key
+        self._group.update_attributes(
             {
                 "atmos_completed_leads": list(self.completed),
                 "atmos_completed_steps": int(sum(self.completed)),
@@ -196,7 +201,7 @@ class ForecastWriter:
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Update root attributes (JSON-serialisable values)."""
-        self._group.attrs.update(dict(attrs))
+        self._group.update_attributes(dict(attrs))
 
     def close(self, status: str | None = None) -> None:
         """Record the final status (``complete`` when every lead is written, unless given)."""

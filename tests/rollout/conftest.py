@@ -17,12 +17,16 @@ def mock_ds():
     from atmos.rollout.forcings import toa_incident_solar_radiation
     from atmos.testing import mock_era5
 
-    ds = mock_era5("2020-01-01", periods=32, nlat=16, nlon=32, levels=(500, 850), variables=VARS,
-                   canonical=True, seed=1).load()
+    ds = mock_era5(
+        "2020-01-01", periods=32, nlat=16, nlon=32, levels=(500, 850), variables=VARS, canonical=True, seed=1
+    ).load()
     lat, lon = np.meshgrid(ds.latitude.values, ds.longitude.values, indexing="ij")
     toa = toa_incident_solar_radiation(ds.time.values, lat, lon, kind="instantaneous").astype(np.float32)
-    ds["toa_incident_solar_radiation"] = (("time", "latitude", "longitude"), toa,
-                                          ds["toa_incident_solar_radiation"].attrs)
+    ds["toa_incident_solar_radiation"] = (
+        ("time", "latitude", "longitude"),
+        toa,
+        ds["toa_incident_solar_radiation"].attrs,
+    )
     return ds
 
 
@@ -39,8 +43,19 @@ def _vit():
     from atmos.models import build
 
     torch.manual_seed(0)
-    return build("vit", inputs=INPUTS, forcings=FORCINGS, statics=STATICS, history=1, nlat=16, nlon=32,
-                 embed_dim=16, depth=2, num_heads=2, window_size=[2, 2])
+    return build(
+        "vit",
+        inputs=INPUTS,
+        forcings=FORCINGS,
+        statics=STATICS,
+        history=1,
+        nlat=16,
+        nlon=32,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        window_size=[2, 2],
+    )
 
 
 def _unet_gru():
@@ -49,8 +64,17 @@ def _unet_gru():
     from atmos.models import build
 
     torch.manual_seed(0)
-    return build("unet_gru", inputs=INPUTS, forcings=FORCINGS, statics=STATICS, history=2, nside=8,
-                 channels=[8, 4], dilations=[1, 1], upscale_factor=1)
+    return build(
+        "unet_gru",
+        inputs=INPUTS,
+        forcings=FORCINGS,
+        statics=STATICS,
+        history=2,
+        nside=8,
+        channels=[8, 4],
+        dilations=[1, 1],
+        upscale_factor=1,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,13 @@ from atmos.rollout import Forecaster, Perturbation, parse_init, read_progress, r
 def test_in_memory_layout_and_lead_zero(vit_fc, mock_ds):
     fc = vit_fc
     out = rollout(fc, mock_ds, "2020-01-02", days=2)
-    assert dict(out.sizes) == {"time": 1, "prediction_timedelta": 9, "level": 2, "latitude": 16, "longitude": 32}
+    assert dict(out.sizes) == {
+        "time": 1,
+        "prediction_timedelta": 9,
+        "level": 2,
+        "latitude": 16,
+        "longitude": 32,
+    }
     assert out["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
     assert out["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
     # one level coordinate: the union of the levels predicted (z at 500, t at 850); the rest is NaN
@@ -30,7 +36,9 @@ def test_in_memory_layout_and_lead_zero(vit_fc, mock_ds):
     truth = mock_ds["2m_temperature"].sel(time="2020-01-02T00")
     np.testing.assert_allclose(t2m0.values, truth.values, rtol=1e-6)
     z0 = out["geopotential"].sel(level=500).isel(time=0, prediction_timedelta=0)
-    np.testing.assert_allclose(z0.values, mock_ds["geopotential"].sel(level=500, time="2020-01-02T00").values, rtol=1e-6)
+    np.testing.assert_allclose(
+        z0.values, mock_ds["geopotential"].sel(level=500, time="2020-01-02T00").values, rtol=1e-6
+    )
     assert out["2m_temperature"].attrs["units"] == "K"
     assert out.time.attrs["standard_name"] == "forecast_reference_time"
     assert out.prediction_timedelta.attrs["standard_name"] == "forecast_period"
@@ -132,7 +140,9 @@ def test_ensemble_members_control_and_spread(vit_fc, mock_ds):
     det = rollout(vit_fc, mock_ds, "2020-01-02", days=1)
     ens = rollout(vit_fc, mock_ds, "2020-01-02", days=1, members=3, perturb=0.1, seed=5)
     assert ens["2m_temperature"].dims == ("time", "prediction_timedelta", "member", "latitude", "longitude")
-    np.testing.assert_allclose(ens["2m_temperature"].sel(member=0).values, det["2m_temperature"].values, rtol=1e-6)
+    np.testing.assert_allclose(
+        ens["2m_temperature"].sel(member=0).values, det["2m_temperature"].values, rtol=1e-6
+    )
     t0 = ens["2m_temperature"].isel(time=0, prediction_timedelta=0)
     diff = (t0.sel(member=1) - t0.sel(member=0)).values
     std = float(vit_fc.channels["inputs"][2].std)
@@ -151,7 +161,9 @@ def test_correlated_perturbation_statistics(vit_fc):
     x = noise.reshape(-1, 16, 32)
     lag1 = np.mean(x[..., 1:] * x[..., :-1])  # neighbours ~11 degrees apart along longitude
     assert lag1 > 0.5
-    white = vit_fc._noise(torch.Size([64, 1, 3, 16, 32]), Perturbation(1.0, control=False), seed=0, members=64)
+    white = vit_fc._noise(
+        torch.Size([64, 1, 3, 16, 32]), Perturbation(1.0, control=False), seed=0, members=64
+    )
     w = white.numpy()[:, 0].reshape(-1, 16, 32)
     assert abs(np.mean(w[..., 1:] * w[..., :-1])) < 0.05
 
@@ -160,7 +172,9 @@ def test_output_step_is_a_subsample_of_model_steps(vit_fc, mock_ds):
     six = rollout(vit_fc, mock_ds, "2020-01-02", days=1)
     twelve = rollout(vit_fc, mock_ds, "2020-01-02", days=1, step="12h")
     assert twelve.sizes["prediction_timedelta"] == 3
-    xr.testing.assert_allclose(twelve["geopotential"], six["geopotential"].isel(prediction_timedelta=[0, 2, 4]))
+    xr.testing.assert_allclose(
+        twelve["geopotential"], six["geopotential"].isel(prediction_timedelta=[0, 2, 4])
+    )
     with pytest.raises(ConfigError, match="multiple"):
         rollout(vit_fc, mock_ds, "2020-01-02", days=1, step="9h")
     with pytest.raises(ConfigError, match="whole number"):
@@ -168,8 +182,16 @@ def test_output_step_is_a_subsample_of_model_steps(vit_fc, mock_ds):
 
 
 def test_healpix_model_regrids_in_and_out_and_keeps_native(gru_fc, mock_ds, tmp_path):
-    out = rollout(gru_fc, mock_ds, "2020-01-02", days=1, out=tmp_path / "f.zarr", native_out=tmp_path / "n.zarr")
-    assert dict(out.sizes) == {"time": 1, "prediction_timedelta": 5, "level": 2, "latitude": 16, "longitude": 32}
+    out = rollout(
+        gru_fc, mock_ds, "2020-01-02", days=1, out=tmp_path / "f.zarr", native_out=tmp_path / "n.zarr"
+    )
+    assert dict(out.sizes) == {
+        "time": 1,
+        "prediction_timedelta": 5,
+        "level": 2,
+        "latitude": 16,
+        "longitude": 32,
+    }
     nat = xr.open_zarr(tmp_path / "n.zarr")
     assert nat["2m_temperature"].dims == ("time", "prediction_timedelta", "cell")
     assert nat.sizes["cell"] == 12 * 8 * 8
@@ -179,9 +201,13 @@ def test_healpix_model_regrids_in_and_out_and_keeps_native(gru_fc, mock_ds, tmp_
     from atmos.io.regrid import to_healpix
 
     ic = to_healpix(mock_ds["2m_temperature"].sel(time="2020-01-02T00"), 8)
-    np.testing.assert_allclose(nat["2m_temperature"].isel(time=0, prediction_timedelta=0).values, ic.values, rtol=1e-5)
+    np.testing.assert_allclose(
+        nat["2m_temperature"].isel(time=0, prediction_timedelta=0).values, ic.values, rtol=1e-5
+    )
     # lead 0 on the data grid = regridded there and back: close to the data (smooth field)
-    err = out["2m_temperature"].isel(time=0, prediction_timedelta=0) - mock_ds["2m_temperature"].sel(time="2020-01-02")
+    err = out["2m_temperature"].isel(time=0, prediction_timedelta=0) - mock_ds["2m_temperature"].sel(
+        time="2020-01-02"
+    )
     assert float(np.abs(err).mean()) < 2.0
 
 
@@ -230,3 +256,28 @@ def test_encode_advance_decode_unroll(vit_fc, mock_ds):
     assert phys.shape == (2, 3, 16, 32) and phys.dtype == np.float32
     mem = rollout(vit_fc, mock_ds, "2020-01-02", steps=3)
     np.testing.assert_allclose(phys[0, 2], mem["2m_temperature"].values[0, 3], rtol=1e-6)
+
+
+def test_recurrent_state_is_carried_and_reset_every_24h(gru_fc, mock_ds):
+    """The U-Net-GRU carries its state between steps and restarts it from zero every 24 h (default)."""
+    assert gru_fc.state_reset == pd.Timedelta("24h") and gru_fc.state_reset_steps == 4
+
+    def with_reset(reset):
+        return Forecaster(
+            gru_fc.model,
+            gru_fc.channels,
+            step="6h",
+            model_grid=gru_fc.model_grid,
+            grid_from_schema=True,
+            state_reset=reset,
+        )
+
+    base = rollout(gru_fc, mock_ds, "2020-01-02", steps=6)["2m_temperature"].values[0]
+    never = rollout(with_reset(None), mock_ds, "2020-01-02", steps=6)["2m_temperature"].values[0]
+    every = rollout(with_reset("6h"), mock_ds, "2020-01-02", steps=6)["2m_temperature"].values[0]
+    np.testing.assert_array_equal(base[:5], never[:5])  # leads 0-4 (24 h): the same carried state
+    assert not np.allclose(base[5], never[5])  # the step after 24 h starts from a fresh state
+    np.testing.assert_array_equal(base[:2], every[:2])
+    assert not np.allclose(base[2], every[2])  # the carried state matters from the 2nd step on
+    with pytest.raises(ConfigError, match="multiple"):
+        with_reset("5h")

@@ -21,8 +21,12 @@ def test_daily_mean_is_the_day_average_of_the_instantaneous_flux():
     day = pd.Timestamp("2019-07-10")
     minutes = pd.date_range(day, periods=24 * 12, freq="5min").values
     inst = toa_incident_solar_radiation(minutes, lat[:, :1], lon[:, :1]).mean(0)
-    daily = toa_incident_solar_radiation(np.array([day + pd.Timedelta("12h")]).astype("datetime64[ns]"),
-                                         lat[:, :1], lon[:, :1], kind="daily_mean")[0]
+    daily = toa_incident_solar_radiation(
+        np.array([day + pd.Timedelta("12h")]).astype("datetime64[ns]"),
+        lat[:, :1],
+        lon[:, :1],
+        kind="daily_mean",
+    )[0]
     np.testing.assert_allclose(inst, daily, atol=1.5)  # W m-2; declination drifts within the day
 
 

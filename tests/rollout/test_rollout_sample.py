@@ -52,8 +52,23 @@ def test_cli_default_command_writes_named_store(tmp_path, monkeypatch, capsys):
 
 def test_cli_ensemble_and_bad_arguments(tmp_path, capsys):
     out = tmp_path / "ens.zarr"
-    code = main(["rollout", "--init", "2020-01-01", "--steps", "2", "--members", "2", "--perturb", "0.05",
-                 "--perturb-length-scale", "800", "--out", str(out)])
+    code = main(
+        [
+            "rollout",
+            "--init",
+            "2020-01-01",
+            "--steps",
+            "2",
+            "--members",
+            "2",
+            "--perturb",
+            "0.05",
+            "--perturb-length-scale",
+            "800",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     ds = xr.open_zarr(out)
     assert ds.sizes["member"] == 2 and ds.sizes["prediction_timedelta"] == 3

@@ -18,8 +18,16 @@ def _template(n_init=2, n_lead=3, members=2):
     dims2 = ("time", "prediction_timedelta", "member", "latitude", "longitude")
     return xr.Dataset(
         {
-            "temperature": (dims2[:3] + ("level",) + dims2[3:], da.full(shape3, np.nan, "float32", chunks=(1, 1, *shape3[2:])), {"units": "K"}),
-            "2m_temperature": (dims2, da.full(shape2, np.nan, "float32", chunks=(1, 1, *shape2[2:])), {"units": "K"}),
+            "temperature": (
+                dims2[:3] + ("level",) + dims2[3:],
+                da.full(shape3, np.nan, "float32", chunks=(1, 1, *shape3[2:])),
+                {"units": "K"},
+            ),
+            "2m_temperature": (
+                dims2,
+                da.full(shape2, np.nan, "float32", chunks=(1, 1, *shape2[2:])),
+                {"units": "K"},
+            ),
         },
         coords={
             "time": pd.date_range("2020-01-01", periods=n_init, freq="D"),
@@ -40,8 +48,10 @@ def test_round_trip_and_progress(tmp_path):
     written = {}
     for i in range(2):
         for k in range(3):
-            vals = {"temperature": rng.standard_normal((2, 2, 4, 8)).astype("float32"),
-                    "2m_temperature": rng.standard_normal((2, 4, 8)).astype("float32")}
+            vals = {
+                "temperature": rng.standard_normal((2, 2, 4, 8)).astype("float32"),
+                "2m_temperature": rng.standard_normal((2, 4, 8)).astype("float32"),
+            }
             w.write(i, k, vals)
             written[i, k] = vals
             assert read_progress(path)["atmos_completed_steps"] == 3 * i + k + 1
