@@ -82,6 +82,12 @@ class AtmosAccessor(_Base):
         return compute_stats(self._obj, **kwargs)
 
 
+    def rollout(self, model: Any = None, init: Any = None, days: float | None = None, **kwargs: Any) -> xr.Dataset:
+        """Forecast from this dataset's initial conditions (:func:`atmos.rollout.rollout`)."""
+        from atmos.rollout.api import rollout
+
+        return rollout(model, self._obj, init, days, **kwargs)
+
     def coarsen(self, factor: int) -> xr.Dataset:
         """Conservative coarsening by ``factor x factor`` blocks (:func:`atmos.io.downscale.coarsen_conservative`)."""
         from atmos.io.downscale import coarsen_conservative

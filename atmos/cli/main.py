@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "atmos.cli.evaluate",
     "info": "atmos.cli.info",
     "plot": "atmos.cli.plot",
+    "rollout": "atmos.cli.rollout",
     "slurm": "atmos.cli.slurm",
     "stats": "atmos.cli.stats",
     "train": "atmos.cli.train",

@@ -24,7 +24,6 @@ writes the forecast (WeatherBench2 layout) lead by lead.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -55,33 +54,8 @@ FORCING_MODES = ("auto", "astronomy", "data")
 
 
 # =============================================================================================
-# checkpoints (read-only; same format as atmos.train.checkpoint, without importing the trainer)
+# checkpoints (read-only, through atmos.models.checkpoint; never imports the trainer)
 # =============================================================================================
-
-
-def _find_checkpoint(path: Path) -> Path | None:
-    if (path / "checkpoint.json").is_file():
-        return path
-    for root in (path / "checkpoints", path):
-        latest = root / "LATEST"
-        if latest.is_file():
-            cand = root / latest.read_text().strip()
-            if (cand / "checkpoint.json").is_file():
-                return cand
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not root.is_dir():
-        return None
-    found = []
-    for p in root.iterdir():
-        if p.is_dir() and not p.name.startswith(".") and (p / "checkpoint.json").is_file():
-            try:
-                step = int(
-                    json.loads((p / "checkpoint.json").read_text()).get("training", {}).get("global_step", -1)
-                )
-            except (OSError, ValueError):
-                step = -1
-            found.append((step, p.name, p))
-    return max(found)[2] if found else None
 
 
 def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
@@ -95,28 +69,15 @@ def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
     SourceError
         No checkpoint there, or not an atmos checkpoint.
     """
-    from safetensors.torch import load_file
+    from atmos.models.checkpoint import load_checkpoint
 
     p = Path(os.path.expanduser(os.fspath(path)))
     if not p.exists():
         raise SourceError(
             f"--model {str(p)!r} does not exist; pass a checkpoint or run folder written by atmos train."
         )
-    ckpt = _find_checkpoint(p)
-    if ckpt is None:
-        raise SourceError(
-            f"no atmos checkpoint under {str(p)!r}: expected a folder with checkpoint.json and model.safetensors, "
-            "or a run folder with checkpoints/LATEST."
-        )
-    meta = json.loads((ckpt / "checkpoint.json").read_text())
-    if meta.get("format") != "atmos-checkpoint":
-        raise SourceError(
-            f"{str(ckpt / 'checkpoint.json')!r} is not an atmos checkpoint (format={meta.get('format')!r})."
-        )
-    weights = ckpt / meta.get("files", {}).get("model", "model.safetensors")
-    if not weights.is_file():
-        raise SourceError(f"checkpoint {str(ckpt)!r} has no weights file {weights.name!r}.")
-    return ckpt, meta, load_file(str(weights), device="cpu")
+    ckpt = load_checkpoint(p)
+    return ckpt.path, ckpt.meta, ckpt.model_state
 
 
 def _sha256(path: Path) -> str:

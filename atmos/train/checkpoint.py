@@ -37,14 +37,26 @@ import random
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from atmos.errors import ConfigError, SourceError
+# the read side (format constants, finding and loading checkpoints) lives with the models
+from atmos.models.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
+    LATEST_FILE,
+    META_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    Checkpoint,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model,
+    load_training_state,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -59,13 +71,6 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
 ]
-
-CHECKPOINT_FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-META_FILE = "checkpoint.json"
-STATE_FILE = "training_state.pt"
-LATEST_FILE = "LATEST"
-
 
 # -- atomic file helpers ----------------------------------------------------------------------
 
@@ -245,113 +250,3 @@ def save_checkpoint(
 
 
 # -- find / load ---------------------------------------------------------------------------
-
-
-def _step_of(path: Path) -> int:
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-        return int(meta.get("training", {}).get("global_step", -1))
-    except (OSError, ValueError):
-        return -1
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints of a run (folders with ``checkpoint.json``), oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: (_step_of(p), p.name))
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path | None:
-    """Resolve a checkpoint folder from a checkpoint folder, a ``checkpoints/`` folder or a run folder.
-
-    Uses ``LATEST`` when present and valid, else the checkpoint with the highest global
-    step. Returns None when there is none.
-    """
-    p = Path(path)
-    if (p / META_FILE).is_file():
-        return p
-    for root in (p / "checkpoints", p):
-        latest = root / LATEST_FILE
-        if latest.is_file():
-            cand = root / latest.read_text().strip()
-            if (cand / META_FILE).is_file():
-                return cand
-    run = p.parent if p.name == "checkpoints" else p
-    found = list_checkpoints(run)
-    return found[-1] if found else None
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: ``meta`` (checkpoint.json), ``model_state`` (weights), ``path``."""
-
-    path: Path
-    meta: dict[str, Any]
-    model_state: dict[str, torch.Tensor] = field(repr=False)
-
-    def training_state(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The optimizer/scheduler/RNG state (``torch.load(weights_only=True)``), or None."""
-        return load_training_state(self.path, map_location)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load ``checkpoint.json`` and ``model.safetensors`` from a checkpoint or run folder.
-
-    Raises
-    ------
-    SourceError
-        No checkpoint at ``path``.
-    """
-    from safetensors.torch import load_file
-
-    ckpt = find_checkpoint(path)
-    if ckpt is None:
-        raise SourceError(
-            f"no atmos checkpoint under {str(path)!r}: expected a folder with {META_FILE} and {MODEL_FILE}, "
-            "a run folder with checkpoints/, or checkpoints/LATEST."
-        )
-    meta = json.loads((ckpt / META_FILE).read_text())
-    if meta.get("format") != "atmos-checkpoint":
-        raise SourceError(f"{str(ckpt / META_FILE)!r} is not an atmos checkpoint (format={meta.get('format')!r}).")
-    if int(meta.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
-        raise SourceError(
-            f"checkpoint {str(ckpt)!r} has format version {meta.get('format_version')}, newer than this atmos "
-            f"supports ({CHECKPOINT_FORMAT_VERSION}); upgrade atmos."
-        )
-    state = load_file(str(ckpt / MODEL_FILE), device=str(map_location))
-    return Checkpoint(ckpt, meta, state)
-
-
-def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """``training_state.pt`` of a checkpoint (weights_only load), or None when absent."""
-    ckpt = find_checkpoint(path)
-    if ckpt is None or not (ckpt / STATE_FILE).is_file():
-        return None
-    return torch.load(ckpt / STATE_FILE, map_location=map_location, weights_only=True)
-
-
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from a checkpoint without the training code.
-
-    Returns
-    -------
-    model : torch.nn.Module
-        ``atmos.models.build(meta["model"]["name"], **meta["model"]["params"])`` with
-        the stored weights, in eval mode.
-    meta : dict
-        The parsed ``checkpoint.json`` (normalization, channels, grid, time step...).
-    """
-    from atmos.train.loop import build_model_from_meta
-
-    ckpt = load_checkpoint(path, map_location)
-    model = build_model_from_meta(ckpt.meta)
-    missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"checkpoint {str(ckpt.path)!r} does not match model {ckpt.meta['model']['name']!r}: "
-            f"missing weights {missing[:8]}, unexpected weights {unexpected[:8]}."
-        )
-    return model.to(map_location).eval(), ckpt.meta
