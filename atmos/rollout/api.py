@@ -15,7 +15,6 @@ import datetime as _dt
 import json
 import os
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,7 +524,7 @@ def rollout(
         attrs["atmos_data_notes"] = str(data_note)
     native_attrs = {**attrs, "title": f"atmos forecast on the model's native grid: {fc.name}"}
 
-    from atmos.rollout.writer import ForecastWriter, read_progress
+    from atmos.rollout.writer import ForecastWriter, _quiet_zarr_ctx, read_progress
 
     def open_writer(path: Path, lo: _Layout, at: dict[str, Any]) -> ForecastWriter:
         if resume and path.exists():
@@ -615,19 +614,11 @@ def rollout(
         for w in writers:
             w.close(status)
     if main_w is not None:
-        with _QuietOpen():
+        with _quiet_zarr_ctx():
             return xr.open_zarr(str(out), consolidated=True)
     return _dataset_from_layout(lay, mem, {**attrs, "atmos_status": "complete"})
 
 
-class _QuietOpen:
-    def __enter__(self) -> None:
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
 
 
 def _lazy_nan(shape: tuple[int, ...]):
