@@ -12,17 +12,10 @@ import torch
 
 from atmos.errors import ConfigError
 from atmos.models import MODELS, ChannelSchema, UNetGRU, ViT, build, build_from_config, config_to_dict
+from atmos.testing import TINY_MODEL_CONFIGS
 
-VIT = {
-    "nlat": 8,
-    "nlon": 16,
-    "patch_size": 2,
-    "embed_dim": 16,
-    "depth": 2,
-    "num_heads": 2,
-    "window_size": [2, 2],
-}
-UNET = {"nside": 4, "channels": [6, 4], "dilations": [1, 1], "upscale_factor": 2}
+VIT = TINY_MODEL_CONFIGS["vit"]
+UNET = TINY_MODEL_CONFIGS["unet_gru"]
 
 
 def test_names():
