@@ -25,12 +25,19 @@ examples:
   atmos rollout --init 2020-01-01 --days 10 --members 8 --perturb 0.05 --perturb-length-scale 500
   atmos rollout --model runs/unet_gru_speedy --data speedy-world-val --init 2020-01-01 --days 10 --keep-native
   atmos rollout --init 2020-01-01 --days 10 --resume               # complete an interrupted run
+  atmos rollout --model runs/vit_speedy --data speedy-world-val --init 2020-01-01 --days 5 --decoder runs/tp_decoder
 
 --init takes a date (2020-01-01), a datetime (2020-01-01T06), a comma-separated list, or a
 range START/END (daily) or START/END/12h. The output is a Zarr store in the WeatherBench2
 forecast layout (time x prediction_timedelta x [member] x [level] x latitude x longitude),
 written lead by lead; an interrupted store opens and says how far it got
 (attribute atmos_completed_steps); --resume completes it.
+
+--decoder PATH (repeatable) attaches a lightweight decoder (a run of `atmos train` with
+`task: decoder`) that diagnoses new variables, e.g. total_precipitation_6hr, from the
+backbone's latent at every step. The prognostic variables stay exactly as without it;
+the new variables have no level dim and are NaN at lead 0. A decoder only runs on the
+backbone it was trained on (its weights hash is checked).
 """
 
 
@@ -101,6 +108,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="forcings at future times: computed (auto/astronomy) or read from --data (uses future data)",
     )
+    p.add_argument(
+        "--decoder",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="lightweight decoder checkpoint (atmos train, task: decoder) adding variables diagnosed from the "
+        "model's latent, e.g. total_precipitation_6hr; repeatable; must be trained on this --model",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from atmos.rollout.engine import Forecaster
     from atmos.rollout.sample import SAMPLE_DEFAULT_INIT, SAMPLE_NOTE, sample_data_path
 
-    fc = Forecaster.from_checkpoint(args.model, device=args.device)
+    fc = Forecaster.from_checkpoint(args.model, device=args.device, decoders=args.decoder)
     is_sample = args.model is None
     data = args.data
     data_label = data
@@ -165,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: sample model {what}, {SAMPLE_NOTE}.")
     else:
         print(f"model: {what} from {fc.info.get('atmos_checkpoint')}")
+    for prov in fc.decoder_provenance:
+        print(f"decoder: {', '.join(prov['variables'])} from {prov['checkpoint']}")
     print(f"initial conditions: {data_label}")
     if args.resume and out.exists():
         print(f"resuming {out}")

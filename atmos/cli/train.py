@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
             "wall_time_s": round(result.wall_time_s, 1),
         }
         val = result.validation
-        if val:
+        if val and "persistence_rmse" not in val:
+            summary["validation_rmse"] = val.get("rmse")
+        elif val:
             summary["validation_rmse_first_lead"] = {
                 c: {"rmse": v[0], "persistence": val["persistence_rmse"][c][0], "lead_hours": val["lead_hours"][0]}
                 for c, v in val["rmse"].items()

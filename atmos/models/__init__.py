@@ -16,6 +16,7 @@ channels, so the next state is ``inputs[:, -1, :C_out] + delta``. Channel names 
 in ``model.schema`` (:class:`ChannelSchema`).
 """
 
+from atmos.models.decoder import LatentDecoder, LatentDecoderConfig
 from atmos.models.heads import DownscalingHead, DownscalingHeadConfig
 from atmos.models.registry import (
     MODELS,
@@ -35,6 +36,8 @@ __all__ = [
     "ChannelSchema",
     "DownscalingHead",
     "DownscalingHeadConfig",
+    "LatentDecoder",
+    "LatentDecoderConfig",
     "UNetGRU",
     "UNetGRUConfig",
     "ViT",

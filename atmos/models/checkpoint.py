@@ -10,8 +10,10 @@ keep them under ``checkpoints/`` with a ``LATEST`` pointer. Writing lives in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,10 @@ __all__ = [
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_decoder",
     "load_model",
     "load_training_state",
+    "weights_hash",
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -149,3 +153,75 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"missing weights {missing[:8]}, unexpected weights {unexpected[:8]}."
         )
     return model.to(map_location).eval(), ckpt.meta
+
+
+def weights_hash(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a model's weights (or a state dict), independent of the file they came from.
+
+    Hashes every ``(name, dtype, shape, bytes)`` of the state dict in name order, so
+    the same weights give the same hash whether loaded from safetensors, built in
+    memory or moved between devices; any changed bit changes it.
+    """
+    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        v = sd[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(f"{v.dtype}{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def load_decoder(
+    path: str | os.PathLike,
+    backbone: torch.nn.Module | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a decoder checkpoint (``task: decoder``) and check it against its backbone.
+
+    Parameters
+    ----------
+    path : path
+        Decoder checkpoint or run folder written by ``atmos train`` with ``task: decoder``.
+    backbone : nn.Module, optional
+        The backbone it will run on; its :func:`weights_hash` must equal the hash the
+        decoder recorded at training time.
+
+    Returns
+    -------
+    decoder : :class:`atmos.models.decoder.LatentDecoder` (eval mode)
+    meta : dict
+        ``checkpoint.json`` (``meta["backbone"]`` holds the backbone's path and hash).
+
+    Raises
+    ------
+    ConfigError
+        Not a decoder checkpoint, or ``backbone`` is not the one it was trained on.
+    """
+    ckpt = load_checkpoint(path, map_location)
+    meta = ckpt.meta
+    if meta.get("task") != "decoder" or "backbone" not in meta:
+        raise ConfigError(
+            f"{str(ckpt.path)!r} is not a decoder checkpoint (task={meta.get('task', 'forecast')!r}); pass a run "
+            "written by `atmos train` with `task: decoder`."
+        )
+    if backbone is not None:
+        want = meta["backbone"].get("sha256")
+        got = weights_hash(backbone)
+        if want != got:
+            raise ConfigError(
+                f"decoder {str(ckpt.path)!r} was trained on backbone {meta['backbone'].get('path')!r} with weights "
+                f"hash {str(want)[:16]}…, but the backbone given has hash {got[:16]}…. A decoder only fits the exact "
+                "backbone it was trained on: use that checkpoint, or retrain the decoder on this backbone "
+                "(`atmos train` with `task: decoder` and `backbone: PATH`)."
+            )
+    from atmos.models.registry import build
+
+    model = build(meta["model"]["name"], **meta["model"]["params"])
+    missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"decoder checkpoint {str(ckpt.path)!r} does not match its config: missing weights {missing[:8]}, "
+            f"unexpected weights {unexpected[:8]}."
+        )
+    return model.to(map_location).eval(), meta

@@ -222,13 +222,24 @@ class UNetGRU(nn.Module):
             out.append((batch_size * 12, ch[lvl - 1] if lvl > 0 else ch[0], n, n))
         return out
 
-    def forward(
+    def latent_spec(self) -> dict[str, Any]:
+        """Geometry of :meth:`forward_latent`'s output: ``{"kind": "pixels", "dim": C0,
+        "grid": [12, nside, nside]}`` (the finest decoder features, ``C0 = channels[0]``)."""
+        return {"kind": "pixels", "dim": int(self.config.channels[0]), "grid": [int(g) for g in self.grid]}
+
+    def forward_latent(
         self,
         inputs: torch.Tensor,
         forcings: torch.Tensor | None = None,
         statics: torch.Tensor | None = None,
         state: State | None = None,
     ) -> tuple[torch.Tensor, State | None]:
+        """The finest decoder features (after the last GRU), before the output convolution.
+
+        Returns ``(latent, new_state)`` with ``latent`` of shape
+        ``[B, channels[0], 12, nside, nside]``; ``forward`` is
+        ``decode_latent(forward_latent(...))``.
+        """
         x = assemble_inputs(self.schema, self.grid, inputs, forcings, statics)  # [B, C, 12, n, n]
         b, c, _, n, _ = x.shape
         if state is not None and self.config.recurrent:
@@ -252,9 +263,24 @@ class UNetGRU(nn.Module):
             if dec.gru is not None:
                 x, h = dec.gru(x, None if state is None else state[i])
                 new_state.append(h)
-        out = self.output(x)
-        delta = out.view(b, 12, -1, n, n).transpose(1, 2).contiguous()
-        return delta, (tuple(new_state) if self.config.recurrent else None)
+        latent = x.view(b, 12, -1, n, n).transpose(1, 2)
+        return latent, (tuple(new_state) if self.config.recurrent else None)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Output convolution: ``[B, C0, 12, n, n]`` -> residual ``[B, C_out, 12, n, n]``."""
+        b, c, _, n, _ = latent.shape
+        out = self.output(latent.transpose(1, 2).reshape(b * 12, c, n, n))
+        return out.view(b, 12, -1, n, n).transpose(1, 2).contiguous()
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        forcings: torch.Tensor | None = None,
+        statics: torch.Tensor | None = None,
+        state: State | None = None,
+    ) -> tuple[torch.Tensor, State | None]:
+        latent, new_state = self.forward_latent(inputs, forcings, statics, state)
+        return self.decode_latent(latent), new_state
 
     def extra_repr(self) -> str:
         return (

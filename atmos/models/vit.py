@@ -29,7 +29,7 @@ from atmos.errors import ConfigError
 from atmos.models.layers import assemble_inputs, earth_pad
 from atmos.models.schema import ChannelConfig, ChannelSchema, check_int
 
-__all__ = ["ViT", "ViTConfig"]
+__all__ = ["ViT", "ViTConfig", "unpatchify"]
 
 #: Default channels of the lat-lon ViT (WeatherBench2 64x32 names, ``{name}_{level}``).
 VIT_DEFAULT_INPUTS = [
@@ -138,6 +138,26 @@ class ViTConfig(ChannelConfig):
 
     def grid_dict(self) -> dict[str, Any]:
         return {"type": "latlon", "shape": [self.nlat, self.nlon], "poles": bool(self.poles)}
+
+
+def unpatchify(
+    x: torch.Tensor,
+    patch_size: int,
+    pad_lat: tuple[int, int] | list[int],
+    pad_lon: tuple[int, int] | list[int],
+    grid: tuple[int, int] | list[int],
+) -> torch.Tensor:
+    """Per-token patch values ``[B, Hp, Wp, C*p*p]`` -> fields ``[B, C, nlat, nlon]``.
+
+    The token grid covers the earth-padded grid; the padding (``pad_lat`` =
+    ``(south, north)``, ``pad_lon`` = ``(west, east)`` cells) is cropped.
+    """
+    b, hp, wp, cpp = x.shape
+    p = int(patch_size)
+    c = cpp // (p * p)
+    x = x.view(b, hp, wp, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hp * p, wp * p)
+    s, w = int(pad_lat[0]), int(pad_lon[0])
+    return x[:, :, s : s + int(grid[0]), w : w + int(grid[1])]
 
 
 # -----------------------------------------------------------------------------
@@ -316,6 +336,48 @@ class ViT(nn.Module):
             return self.pos_table
         return self.pos_proj(self.pos_features)
 
+    def latent_spec(self) -> dict[str, Any]:
+        """Geometry of :meth:`forward_latent`'s output, for building a decoder on it.
+
+        ``{"kind": "tokens", "dim": D, "tokens": [Hp, Wp], "patch_size": p,
+        "pad_lat": [south, north], "pad_lon": [west, east], "grid": [nlat, nlon]}``.
+        """
+        return {
+            "kind": "tokens",
+            "dim": int(self.config.embed_dim),
+            "tokens": [int(t) for t in self.tokens],
+            "patch_size": int(self.config.patch_size),
+            "pad_lat": [int(v) for v in self.pad_lat],
+            "pad_lon": [int(v) for v in self.pad_lon],
+            "grid": [int(g) for g in self.grid],
+        }
+
+    def forward_latent(
+        self,
+        inputs: torch.Tensor,
+        forcings: torch.Tensor | None = None,
+        statics: torch.Tensor | None = None,
+        state: Any = None,
+    ) -> tuple[torch.Tensor, None]:
+        """Token embeddings after the last transformer block, before the patch decoder.
+
+        Returns ``(latent, None)`` with ``latent`` of shape ``[B, Hp, Wp, D]`` (the
+        padded token grid, see :meth:`latent_spec`); ``forward`` is
+        ``decode_latent(forward_latent(...))``.
+        """
+        x = assemble_inputs(self.schema, self.grid, inputs, forcings, statics)
+        x = earth_pad(x, self.pad_lat, self.pad_lon)
+        x = self._to_windows(self.patch_embed(x))  # [B, n_windows, window_len, D]
+        x = x + self.position_encoding()
+        for blk in self.blocks:
+            x = blk(x)
+        return self._from_windows(x), None
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Patch decoder: ``[B, Hp, Wp, D]`` -> residual ``[B, C_out, nlat, nlon]``."""
+        x = self.head(self.norm(latent))  # [B, Hp, Wp, C*p*p]
+        return unpatchify(x, self.config.patch_size, self.pad_lat, self.pad_lon, self.grid)
+
     def forward(
         self,
         inputs: torch.Tensor,
@@ -323,18 +385,8 @@ class ViT(nn.Module):
         statics: torch.Tensor | None = None,
         state: Any = None,
     ) -> tuple[torch.Tensor, None]:
-        x = assemble_inputs(self.schema, self.grid, inputs, forcings, statics)
-        x = earth_pad(x, self.pad_lat, self.pad_lon)
-        x = self._to_windows(self.patch_embed(x))  # [B, n_windows, window_len, D]
-        x = x + self.position_encoding()
-        for blk in self.blocks:
-            x = blk(x)
-        x = self._from_windows(self.head(self.norm(x)))  # [B, Hp, Wp, C*p*p]
-        b, hp, wp, _ = x.shape
-        p, c = self.config.patch_size, self.schema.n_prognostic
-        x = x.view(b, hp, wp, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hp * p, wp * p)
-        (s, _), (w, _) = self.pad_lat, self.pad_lon
-        return x[:, :, s : s + self.grid[0], w : w + self.grid[1]], None
+        latent, _ = self.forward_latent(inputs, forcings, statics, state)
+        return self.decode_latent(latent), None
 
     def extra_repr(self) -> str:
         return (

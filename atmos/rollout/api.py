@@ -7,6 +7,11 @@ data's spatial dims; canonical variable names, physical units, CF attributes
 (``forecast_reference_time``, ``forecast_period``, a 2-D ``valid_time``) and the
 provenance of the run (model, checkpoint hash, data source, atmos version). With
 ``out`` each lead is written as it is produced (:class:`atmos.rollout.writer.ForecastWriter`).
+
+With ``decoders`` (lightweight decoders, :mod:`atmos.models.decoder`) the forecast gains
+one variable per decoded variable (e.g. ``total_precipitation_6hr``, no level dim),
+diagnosed from each step's latent; the prognostic variables are bit-identical to a
+rollout without decoders, and the diagnosed ones are NaN at lead 0.
 """
 
 from __future__ import annotations
@@ -153,11 +158,26 @@ def _grid_coords(grid: Grid) -> tuple[tuple[str, ...], dict[str, Any]]:
     }
 
 
+DECODER_COMMENT = (
+    "diagnosed by a lightweight decoder from the backbone's latent (atmos.models.decoder); NaN at lead 0"
+)
+
+
 def _var_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
     src = dict(ds[c.variable].attrs) if c.variable in ds else {}
     out = {k: src[k] for k in ("units", "standard_name", "long_name") if k in src}
     if "units" not in out and c.units:
         out["units"] = c.units
+    return out
+
+
+def _diagnostic_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
+    """Attributes of a decoder variable: names from the dataset when it has the variable, units
+    from the decoder (the units its values are in) or else the dataset, and a comment."""
+    out = _var_attrs(ds, c)
+    if c.units:
+        out["units"] = c.units
+    out["comment"] = DECODER_COMMENT
     return out
 
 
@@ -190,6 +210,17 @@ def _layout(
         v = variables.setdefault(c.variable, {"levels": [], "channels": [], "attrs": _var_attrs(ctx.ds, c)})
         v["levels"].append(c.level)
         v["channels"].append(i)
+    n_targets = len(fc.channels["targets"])
+    for j, c in enumerate(fc.channels.get("diagnostics", [])):  # after the prognostics, as Forecaster.decode
+        if c.variable in variables:
+            raise ConfigError(
+                f"variable {c.variable!r} is both a model output and diagnosed by a decoder; drop that decoder."
+            )
+        variables[c.variable] = {
+            "levels": [None],
+            "channels": [n_targets + j],
+            "attrs": _diagnostic_attrs(ctx.ds, c),
+        }
     for name, v in variables.items():
         if any(lv is None for lv in v["levels"]):
             if len(v["levels"]) > 1:
@@ -300,19 +331,28 @@ def _open_data(data: Any, fc: Forecaster) -> xr.Dataset:
     from atmos.io.open import open_dataset
 
     ds = open_dataset(data)  # canonical layout (a Dataset is only canonicalized)
+    # decoder variables are kept (never read) so that their attributes can be copied to the forecast
     keep = [
         v
         for v in ds.data_vars
-        if v in set(fc.required_variables) | {c.variable for c in fc.channels["forcings"]}
+        if v
+        in set(fc.required_variables)
+        | {c.variable for c in fc.channels["forcings"]}
+        | {c.variable for c in fc.channels.get("diagnostics", [])}
     ]
     return ds[keep] if keep else ds
 
 
-def _resolve_model(model: Any, data: Any, stats: xr.Dataset | None, device: str) -> Forecaster:
+def _resolve_model(
+    model: Any, data: Any, stats: xr.Dataset | None, device: str, decoders: Any = None
+) -> Forecaster:
+    if isinstance(decoders, (list, tuple)) and not decoders:
+        decoders = None
     if isinstance(model, Forecaster):
-        return model
+        # a copy: the caller's Forecaster keeps the decoders it had
+        return model if decoders is None else model.with_decoders(decoders)
     if model is None or isinstance(model, (str, os.PathLike)):
-        return Forecaster.from_checkpoint(model, device=device)
+        return Forecaster.from_checkpoint(model, device=device, decoders=decoders)
     if isinstance(model, nn.Module):
         if stats is None:
             if not isinstance(data, xr.Dataset):
@@ -325,7 +365,11 @@ def _resolve_model(model: Any, data: Any, stats: xr.Dataset | None, device: str)
 
             stats = compute_stats(open_dataset(data)).compute()
         return Forecaster.from_model(
-            model, stats, data=data if isinstance(data, xr.Dataset) else None, device=device
+            model,
+            stats,
+            data=data if isinstance(data, xr.Dataset) else None,
+            device=device,
+            decoders=decoders,
         )
     raise ConfigError(
         f"model must be a checkpoint path, a Forecaster, an atmos model (nn.Module) or None (the embedded sample), "
@@ -396,6 +440,7 @@ def rollout(
     device: str = "cpu",
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
+    decoders: Any = None,
 ) -> xr.Dataset:
     """Roll a model out from one or several initial times.
 
@@ -451,6 +496,13 @@ def rollout(
         Show a progress bar (tqdm, stderr).
     callback : callable ``(init_index, lead_index) -> None``, optional
         Called after each lead is written.
+    decoders : path, LatentDecoder or a list of them, optional
+        Lightweight decoders (:mod:`atmos.models.decoder`) for new variables, e.g.
+        checkpoints written by ``atmos train`` with ``task: decoder``; each must have been
+        trained on this very backbone (its weights hash is checked). The forecast gains
+        one variable per decoded variable (no level dim, NaN at lead 0) and the
+        prognostic variables are unchanged bit for bit. With a :class:`Forecaster` as
+        ``model`` they are attached to a copy of it.
 
     Returns
     -------
@@ -464,7 +516,7 @@ def rollout(
         Bad arguments, data that lack the model's variables or the initial times, a
         forecast that becomes non-finite (names the step and variable).
     """
-    fc = _resolve_model(model, data, stats, device)
+    fc = _resolve_model(model, data, stats, device, decoders)
     if data is None:
         data = _default_data(fc)
     inits = parse_init(init)
@@ -504,6 +556,10 @@ def rollout(
         "perturb_length_scale": pert.length_scale_km,
         "seed": int(seed),
         "forcings": forcings,
+        "decoders": [
+            {"variables": p["variables"], "checkpoint": p["checkpoint"], "sha256": p["sha256"]}
+            for p in fc.decoder_provenance
+        ],
     }
     attrs: dict[str, Any] = {
         "Conventions": "CF-1.11",
@@ -530,6 +586,7 @@ def rollout(
         if resume and path.exists():
             prev = read_progress(path)
             old = json.loads(prev.get("atmos_rollout_config", "{}"))
+            old.setdefault("decoders", [])  # stores written before decoders existed had none
             diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v and k != "data"}
             if prev.get("atmos_checkpoint_sha256") != at["atmos_checkpoint_sha256"]:
                 diff["checkpoint_sha256"] = (
@@ -617,8 +674,6 @@ def rollout(
         with _quiet_zarr_ctx():
             return xr.open_zarr(str(out), consolidated=True)
     return _dataset_from_layout(lay, mem, {**attrs, "atmos_status": "complete"})
-
-
 
 
 def _lazy_nan(shape: tuple[int, ...]):

@@ -17,16 +17,25 @@ data: its channels and their normalization statistics, its time step and its gri
   the data's grid (and optionally returns the native model-grid fields).
 * :meth:`Forecaster.unroll` yields the states of ``steps`` consecutive advances.
 
+Lightweight decoders (:mod:`atmos.models.decoder`) add variables the backbone does
+not predict (e.g. ``total_precipitation_6hr``): with decoders attached
+(:meth:`Forecaster.attach_decoders`), each step runs the backbone as
+``forward_latent`` + ``decode_latent`` (the same operations as its ``forward``, so
+the prognostic trajectory is bit-identical) and the decoders map the step's latent
+to the new variables (``RolloutState.diagnostics``, physical units, model grid).
+
 :func:`atmos.rollout.api.rollout` drives these for one or several initial times and
 writes the forecast (WeatherBench2 layout) lead by lead.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +97,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _jsonable(x: Any) -> Any:
+    """Tuples -> lists, numbers -> plain Python (to compare a latent spec with its JSON round trip)."""
+    return json.loads(json.dumps(x, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
 def _state_hash(model: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -106,7 +120,8 @@ class ChannelInfo:
     """One model channel and how to read and normalize it.
 
     ``variable``/``level`` locate it in a canonical dataset; ``source`` is
-    ``"dataset"`` or ``"derived"`` (a time encoding, not normalized).
+    ``"dataset"``, ``"derived"`` (a time encoding, not normalized) or ``"decoder"``
+    (a diagnostic variable predicted by a lightweight decoder, physical units).
     """
 
     name: str
@@ -321,6 +336,11 @@ class RolloutState:
         Model steps made since ``init``.
     carry : Any
         Recurrent model state (None for the ViT; the GRU hidden states of the U-Net-GRU).
+    diagnostics : Tensor ``[B, V, *model_grid]`` or None
+        Variables diagnosed by the attached decoders from the latent of the step that
+        produced this state (physical units, model grid, order of
+        ``Forecaster.channels["diagnostics"]``); None at the initial state and without
+        decoders.
     """
 
     history: torch.Tensor
@@ -329,6 +349,7 @@ class RolloutState:
     step: int = 0
     carry: Any = None
     context: _Context | None = field(default=None, repr=False)
+    diagnostics: torch.Tensor | None = field(default=None, repr=False)
 
 
 # =============================================================================================
@@ -382,6 +403,8 @@ class Forecaster:
         Reset a recurrent model's state (``state=None``) every this often after the
         initial time (the trainer starts every window from ``None``); ``"auto"``: 24 h
         for recurrent models (DLWP-HPX's reset cycle), never for the others.
+    decoders : path, LatentDecoder or a list of them, optional
+        Lightweight decoders for new variables, see :meth:`attach_decoders`.
     """
 
     def __init__(
@@ -398,6 +421,7 @@ class Forecaster:
         device: str = "cpu",
         grid_from_schema: bool = False,
         state_reset: Any = "auto",
+        decoders: Any = None,
     ) -> None:
         schema = getattr(model, "schema", None)
         if schema is None:
@@ -465,13 +489,172 @@ class Forecaster:
                 if self.state_reset
                 else "never reset"
             )
+        self.decoders: list[nn.Module] = []
+        self.channels["diagnostics"] = []
+        self._decoder_info: list[dict[str, Any]] = []
+        if decoders is not None:
+            self.attach_decoders(decoders)
+
+    # -- decoders ------------------------------------------------------------------------------
+    def attach_decoders(self, decoders: Any) -> Forecaster:
+        """Attach lightweight decoders that diagnose new variables from each step's latent.
+
+        Parameters
+        ----------
+        decoders : path, LatentDecoder, or a sequence of them
+            Decoder checkpoints (folders written by ``atmos train`` with ``task:
+            decoder``), loaded with :func:`atmos.models.checkpoint.load_decoder` against
+            this forecaster's model (refused unless the model's weights hash equals the
+            one the decoder was trained on), and/or :class:`~atmos.models.decoder.LatentDecoder`
+            modules, used as they are (moved to the device, eval mode) once their
+            ``config.latent`` matches ``model.latent_spec()``.
+
+        Returns
+        -------
+        Forecaster
+            ``self`` (the decoders are appended to those already attached).
+
+        Raises
+        ------
+        ConfigError
+            The model exposes no latent, a decoder was built for another latent or
+            trained on another backbone, or a variable is predicted twice (by two
+            decoders, or by a decoder and the model).
+        """
+        from atmos.models.checkpoint import find_checkpoint, load_decoder, weights_hash
+
+        if isinstance(decoders, (str, os.PathLike, nn.Module)):
+            items = [decoders]
+        elif isinstance(decoders, Sequence):
+            items = list(decoders)
+        else:
+            raise ConfigError(
+                f"decoders must be a decoder checkpoint path, a LatentDecoder or a list of them, got "
+                f"{type(decoders).__name__}."
+            )
+        if not items:
+            return self
+        if not all(
+            callable(getattr(self.model, a, None)) for a in ("latent_spec", "forward_latent", "decode_latent")
+        ):
+            raise ConfigError(
+                f"model {self.name!r} ({type(self.model).__name__}) exposes no latent (latent_spec/forward_latent/"
+                "decode_latent), so lightweight decoders cannot run on it; decoders work on the registered ViT and "
+                "UNetGRU backbones."
+            )
+        spec = self.model.latent_spec()
+        taken: dict[str, str] = {}  # variable -> what predicts it already
+        for c in self.channels["targets"]:
+            taken[c.variable] = taken[c.name] = f"the model {self.name!r} (a prognostic output)"
+        for prov in self._decoder_info:
+            for v in prov["variables"]:
+                taken[v] = f"the decoder {prov['checkpoint']!r}"
+        new: list[tuple[nn.Module, dict[str, Any], list[ChannelInfo]]] = []
+        for item in items:
+            if isinstance(item, (str, os.PathLike)):
+                p = Path(os.path.expanduser(os.fspath(item)))
+                if not p.exists():
+                    raise SourceError(
+                        f"decoder {str(p)!r} does not exist; pass a decoder checkpoint or run folder written by "
+                        "`atmos train` with `task: decoder`."
+                    )
+                dec, meta = load_decoder(p, backbone=self.model, map_location=self.device)
+                folder = find_checkpoint(p)
+                assert folder is not None  # load_decoder found it
+                wfile = folder / (meta.get("files", {}) or {}).get("model", "model.safetensors")
+                label = f"decoder {str(folder)!r}"
+                prov = {
+                    "variables": None,
+                    "checkpoint": str(folder.resolve()),
+                    "sha256": _sha256(wfile),
+                    "backbone_sha256": (meta.get("backbone", {}) or {}).get("sha256"),
+                }
+            elif isinstance(item, nn.Module):
+                dec = item
+                label = f"decoder {type(item).__name__}(variables={getattr(item, 'variables', '?')})"
+                prov = {
+                    "variables": None,
+                    "checkpoint": "none (in-memory decoder)",
+                    "sha256": weights_hash(dec),
+                    "backbone_sha256": None,
+                }
+            else:
+                raise ConfigError(
+                    f"a decoder must be a checkpoint path or a LatentDecoder module, got {type(item).__name__}."
+                )
+            cfg = getattr(dec, "config", None)
+            if (
+                cfg is None
+                or not isinstance(getattr(cfg, "latent", None), Mapping)
+                or not callable(getattr(dec, "to_physical", None))
+            ):
+                raise ConfigError(
+                    f"{label} is not a LatentDecoder (no config.latent / to_physical); build decoders with "
+                    "atmos.models.decoder.LatentDecoder.for_backbone(model, variables)."
+                )
+            if _jsonable(cfg.latent) != _jsonable(spec):
+                raise ConfigError(
+                    f"{label} was built for the latent {_jsonable(cfg.latent)!r}, but model {self.name!r} "
+                    f"({type(self.model).__name__}) has the latent {_jsonable(spec)!r}; use a decoder built for this "
+                    "backbone (LatentDecoder.for_backbone(model, ...))."
+                )
+            variables = [str(v) for v in cfg.variables]
+            prov["variables"] = variables
+            units = dict(getattr(cfg, "units", {}) or {})
+            chans = []
+            for v in variables:
+                if v in taken:
+                    raise ConfigError(
+                        f"variable {v!r} of {label} is already predicted by {taken[v]}; attach one decoder per "
+                        "variable, and only for variables the model does not predict."
+                    )
+                taken[v] = label
+                chans.append(
+                    ChannelInfo(name=v, variable=v, level=None, units=units.get(v), source="decoder")
+                )
+            new.append((dec.to(self.device).eval(), prov, chans))
+        for dec, prov, chans in new:
+            self.decoders.append(dec)
+            self._decoder_info.append(prov)
+            self.channels["diagnostics"].extend(chans)
+        self.info["atmos_decoders"] = json.dumps(self._decoder_info)
+        return self
+
+    def with_decoders(self, decoders: Any) -> Forecaster:
+        """A copy of this forecaster (sharing its model) with ``decoders`` attached as well."""
+        new = copy.copy(self)
+        new.channels = {g: list(v) for g, v in self.channels.items()}
+        new.info = dict(self.info)
+        new.decoders = list(self.decoders)
+        new._decoder_info = [dict(p) for p in self._decoder_info]
+        return new.attach_decoders(decoders)
+
+    @property
+    def decoder_provenance(self) -> list[dict[str, Any]]:
+        """One entry per attached decoder: ``variables``, ``checkpoint``, ``sha256`` (of the
+        weights file, or :func:`~atmos.models.checkpoint.weights_hash` of an in-memory decoder)
+        and ``backbone_sha256``."""
+        return [dict(p) for p in self._decoder_info]
+
+    @property
+    def diagnostic_variables(self) -> list[str]:
+        """Variables diagnosed by the attached decoders (in output order)."""
+        return [c.variable for c in self.channels["diagnostics"]]
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike | None = None, *, device: str = "cpu", state_reset: Any = "auto"
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        device: str = "cpu",
+        state_reset: Any = "auto",
+        decoders: Any = None,
     ) -> Forecaster:
-        """Load a checkpoint folder written by ``atmos train`` (None = the embedded sample model)."""
+        """Load a checkpoint folder written by ``atmos train`` (None = the embedded sample model).
+
+        ``decoders``: decoder checkpoints (or modules) to attach, see :meth:`attach_decoders`.
+        """
         from atmos.models.registry import build
         from atmos.rollout.sample import is_sample_checkpoint, sample_checkpoint_dir
 
@@ -527,6 +710,7 @@ class Forecaster:
             regrid_method=method,
             device=device,
             state_reset=state_reset,
+            decoders=decoders,
         )
 
     @classmethod
@@ -542,9 +726,11 @@ class Forecaster:
         regrid_method: str = "bilinear",
         device: str = "cpu",
         state_reset: Any = "auto",
+        decoders: Any = None,
     ) -> Forecaster:
         """Wrap a model built with :func:`atmos.models.build` and statistics from
-        :func:`atmos.io.stats.compute_stats` (channel names ``variable`` or ``variable_level``)."""
+        :func:`atmos.io.stats.compute_stats` (channel names ``variable`` or ``variable_level``);
+        ``decoders`` as in :meth:`attach_decoders`."""
         channels = _channels_from_stats(model, stats, data)
         info = {
             "atmos_model": name or type(model).__name__.lower(),
@@ -565,12 +751,15 @@ class Forecaster:
             device=device,
             grid_from_schema=True,
             state_reset=state_reset,
+            decoders=decoders,
         )
 
     def __repr__(self) -> str:
         return (
             f"Forecaster({self.name!r}, {self.info.get('atmos_model_type')}, step={self.step}, "
-            f"grid={self.model_grid!r}, outputs={len(self.channels['targets'])} channels)"
+            f"grid={self.model_grid!r}, outputs={len(self.channels['targets'])} channels"
+            + (f", diagnostics={self.diagnostic_variables}" if self.decoders else "")
+            + ")"
         )
 
     @property
@@ -871,7 +1060,14 @@ class Forecaster:
         carry_in = state.carry
         if self.state_reset_steps and state.step % self.state_reset_steps == 0:
             carry_in = None  # recurrent state reset (DLWP-HPX resets its GRU every 24 h)
-        out, carry = self.model(hist, forc, ctx.statics, carry_in)
+        diag = None
+        if self.decoders:
+            # forward == decode_latent(forward_latent(...)): the same operations, a bit-identical trajectory
+            latent, carry = self.model.forward_latent(hist, forc, ctx.statics, carry_in)
+            out = self.model.decode_latent(latent)
+            diag = torch.cat([d.to_physical(d(latent)) for d in self.decoders], dim=1).float()
+        else:
+            out, carry = self.model(hist, forc, ctx.statics, carry_in)
         out = out.float()
         nxt = (
             hist[:, -1] + out * self._ratio.view(1, -1, *([1] * (out.ndim - 2)))
@@ -882,23 +1078,35 @@ class Forecaster:
         finite = torch.isfinite(nxt)
         if not bool(finite.all()):
             self._raise_nonfinite(finite, state, new_time)
+        if diag is not None:
+            finite = torch.isfinite(diag)
+            if not bool(finite.all()):
+                self._raise_nonfinite(finite, state, new_time, group="diagnostics")
         new_hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1).to(hist.dtype)], dim=1)
-        return RolloutState(new_hist, new_time, state.init, state.step + 1, carry, ctx)
+        return RolloutState(new_hist, new_time, state.init, state.step + 1, carry, ctx, diag)
 
-    def _raise_nonfinite(self, finite: torch.Tensor, state: RolloutState, new_time: np.datetime64) -> None:
+    def _raise_nonfinite(
+        self, finite: torch.Tensor, state: RolloutState, new_time: np.datetime64, group: str = "targets"
+    ) -> None:
+        chans = self.channels[group]
         bad = (~finite).flatten(2).sum(-1)  # [B, C]
         per_channel = bad.sum(0)
         ch = int(torch.nonzero(per_channel)[0])
-        c = self.channels["targets"][ch]
+        c = chans[ch]
         members = torch.nonzero(bad[:, ch]).flatten().tolist()
         lead = pd.Timedelta(new_time - state.init)
-        others = [self.channels["targets"][i].name for i in torch.nonzero(per_channel).flatten().tolist()[1:]]
+        others = [chans[i].name for i in torch.nonzero(per_channel).flatten().tolist()[1:]]
+        if group == "diagnostics":
+            what = f"variable {c.variable!r} (diagnosed by a lightweight decoder from the backbone's latent)"
+            who = "The decoder diverged"
+        else:
+            what = f"variable {c.variable!r}{'' if c.level is None else f' at level {c.level}'} (channel {c.name!r})"
+            who = "The model diverged"
         raise DataError(
             f"the forecast from {pd.Timestamp(state.init)} became non-finite at step {state.step + 1} "
-            f"(lead {lead}, valid time {pd.Timestamp(new_time)}): variable {c.variable!r}"
-            f"{'' if c.level is None else f' at level {c.level}'} (channel {c.name!r}) has {int(per_channel[ch])} "
+            f"(lead {lead}, valid time {pd.Timestamp(new_time)}): {what} has {int(per_channel[ch])} "
             f"NaN/Inf values{f' in member(s) {members[:5]}' if bad.shape[0] > 1 else ''}"
-            f"{f'; also {others[:5]}' if others else ''}. The model diverged: the rollout was stopped, "
+            f"{f'; also {others[:5]}' if others else ''}. {who}: the rollout was stopped, "
             "nothing after the previous lead was written."
         )
 
@@ -910,19 +1118,47 @@ class Forecaster:
 
         Returns
         -------
-        numpy.ndarray ``[B, C_out, *data_grid]`` float32 (``*data_grid`` = ``(nlat, nlon)``
-        or ``(npix,)``); with ``native=True`` also the model-grid fields
-        ``[B, C_out, npix]`` (HEALPix cells, nested) or ``[B, C_out, nlat, nlon]``.
+        numpy.ndarray ``[B, C_out + V, *data_grid]`` float32 (``*data_grid`` = ``(nlat, nlon)``
+        or ``(npix,)``): the prognostic channels, then the ``V`` variables diagnosed by the
+        attached decoders (``channels["diagnostics"]``; NaN at the initial state); with
+        ``native=True`` also the model-grid fields ``[B, C_out + V, npix]`` (HEALPix cells,
+        nested) or ``[B, C_out + V, nlat, nlon]``.
         """
         ctx = state.context
         x = state.history[:, -1, : len(self.channels["targets"])]
         shape = (1, -1) + (1,) * (x.ndim - 2)
         phys = x * self._std.view(shape) + self._mean.view(shape)
         out = ctx.to_data(phys).float().cpu().numpy()
+        nat = None
+        if native:
+            nat = ctx.to_native_cells(phys) if ctx.to_native_cells is not None else phys
+            nat = nat.float().cpu().numpy()
+        if self.decoders:
+            # diagnostics regridded on their own, so the prognostics go through exactly the same call as without
+            out, nat = self._append_diagnostics(state, ctx, out, nat)
         if not native:
             return out
-        nat = ctx.to_native_cells(phys) if ctx.to_native_cells is not None else phys
-        return out, nat.float().cpu().numpy()
+        return out, nat
+
+    def _append_diagnostics(
+        self, state: RolloutState, ctx: _Context, out: np.ndarray, nat: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        n = len(self.channels["diagnostics"])
+        if state.diagnostics is None:  # the initial state: nothing diagnosed yet
+            d_out = np.full((out.shape[0], n, *out.shape[2:]), np.nan, np.float32)
+            d_nat = None if nat is None else np.full((nat.shape[0], n, *nat.shape[2:]), np.nan, np.float32)
+        else:
+            d = state.diagnostics.to(self.device, torch.float32)
+            d_out = ctx.to_data(d).float().cpu().numpy()
+            d_nat = None
+            if nat is not None:
+                d_nat = (
+                    (ctx.to_native_cells(d) if ctx.to_native_cells is not None else d).float().cpu().numpy()
+                )
+        out = np.concatenate([out, d_out], axis=1)
+        if nat is not None:
+            nat = np.concatenate([nat, d_nat], axis=1)
+        return out, nat
 
     def unroll(self, state: RolloutState, steps: int) -> Iterator[RolloutState]:
         """Yield the states after each of ``steps`` model steps (the initial state is not yielded)."""

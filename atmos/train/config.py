@@ -12,6 +12,14 @@ A config file mirrors :class:`TrainConfig`::
     output:     {dir: runs, name: vit-speedy}
     seed: 0
 
+``task`` selects what is trained: ``forecast`` (default, the emulator itself),
+``decoder`` (lightweight decoders for new variables on the frozen ``backbone``
+checkpoint, or ``sample`` for the embedded sample model; ``decoder:`` section), ``finetune`` (the baseline: the same decoders
+trained together with the whole backbone) or ``downscale`` (a downscaling head;
+``downscale:`` section holds :class:`atmos.train.downscale.DownscaleTrainConfig` fields).
+For ``decoder``/``finetune`` the channels, grid and normalization come from the
+backbone's checkpoint; ``data`` gives the source, period and batch size.
+
 Every field has a default, so ``{}`` is a valid (if not useful) config. Unknown keys
 are errors that list the valid ones. :func:`load_config` reads YAML (or takes a
 dict), applies overrides such as ``optimizer.lr=3e-4`` or ``model.params.depth=4``
@@ -40,6 +48,7 @@ from atmos.errors import ConfigError
 __all__ = [
     "ANEMOI_VARIABLE_WEIGHTS",
     "DataConfig",
+    "DecoderConfig",
     "LossConfig",
     "ModelConfig",
     "MultistepConfig",
@@ -279,6 +288,38 @@ class OutputConfig:
 
 
 @dataclass
+class DecoderConfig:
+    """Decoders for new variables (``task: decoder`` / ``task: finetune``).
+
+    Attributes
+    ----------
+    variables : list of str
+        New variables the backbone never saw (one decoder MLP each).
+    hidden : list of int
+        Hidden widths of each decoder MLP (per ViT token: ``D -> 512 -> 256 -> patch**2``;
+        per U-Net pixel: 1x1 convolutions).
+    transforms : dict
+        ``variable -> "log1p"`` (scale = the training mean of the variable) or
+        ``{"kind": "log1p", "scale": s}``; other variables are learnt as they are
+        (standardized).
+    prognostic_weight : float
+        ``task: finetune`` only: weight of the backbone's own one-step loss added to the
+        decoder loss, so that fine-tuning keeps the backbone a forecaster.
+    """
+
+    variables: list[str] = field(
+        default_factory=lambda: ["total_precipitation_6hr", "evaporation", "total_cloud_cover"]
+    )
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    transforms: dict[str, Any] = field(default_factory=lambda: {"total_precipitation_6hr": "log1p"})
+    prognostic_weight: float = 1.0
+
+
+#: Values of ``TrainConfig.task``.
+TASKS = ("forecast", "decoder", "finetune", "downscale")
+
+
+@dataclass
 class TrainConfig:
     """The whole training configuration (see the module docstring for the YAML form).
 
@@ -296,6 +337,10 @@ class TrainConfig:
     multistep: MultistepConfig = field(default_factory=MultistepConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    task: str = "forecast"
+    backbone: str | None = None
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    downscale: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -560,6 +605,25 @@ def _positive(value: float | None, where: str, allow_zero: bool = False, allow_n
 def validate_config(cfg: TrainConfig) -> None:
     """Check values that types alone do not constrain; raise ConfigError naming the field."""
     d, ms, opt, sch, val = cfg.data, cfg.multistep, cfg.optimizer, cfg.schedule, cfg.validation
+    _choice(cfg.task, TASKS, "task")
+    if cfg.task in ("decoder", "finetune"):
+        if not cfg.backbone:
+            raise ConfigError(
+                f"task: {cfg.task} needs `backbone: PATH` (a checkpoint or run folder written by atmos train); "
+                "set it in the config or pass backbone=PATH."
+            )
+        dc = cfg.decoder
+        if not dc.variables:
+            raise ConfigError("decoder.variables is empty: list the new variables to decode.")
+        dup = sorted({v for v in dc.variables if dc.variables.count(v) > 1})
+        if dup:
+            raise ConfigError(f"decoder.variables lists {dup} more than once.")
+        if not dc.hidden or any(h < 1 for h in dc.hidden):
+            raise ConfigError(f"decoder.hidden must be a list of positive widths, got {dc.hidden!r}.")
+        extra = sorted(set(dc.transforms) - set(dc.variables))
+        if extra:
+            raise ConfigError(f"decoder.transforms names {extra}, which are not in decoder.variables {dc.variables}.")
+        _positive(dc.prognostic_weight, "decoder.prognostic_weight", allow_zero=True)
     if not cfg.model.name:
         raise ConfigError("model.name is empty; set it to a registered model (see atmos.models).")
     if not d.variables:

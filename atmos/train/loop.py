@@ -1243,6 +1243,8 @@ def fit(
     FitResult
     """
     cfg = load_config(config, overrides)
+    if cfg.task != "forecast":
+        return _fit_task(cfg)
     if deadline is None and os.environ.get("ATMOS_DEADLINE"):
         try:
             deadline = float(os.environ["ATMOS_DEADLINE"])
@@ -1257,3 +1259,25 @@ def fit(
     finally:
         if created_group:
             dist_utils.cleanup_distributed()
+
+
+def _fit_task(cfg: TrainConfig) -> FitResult:
+    """``task: decoder | finetune | downscale``: hand off to the task's trainer, report as a FitResult."""
+    t0 = time.time()
+    if cfg.task in ("decoder", "finetune"):
+        from atmos.train.decoder import fit_decoder
+
+        res = fit_decoder(cfg)
+        val = dict(res.validation)
+        return FitResult(res.run_dir, res.checkpoint, "finished", res.epochs, res.steps, res.history, val, res.wall_time_s)
+    from atmos.train.downscale import DownscaleTrainConfig, fit_downscaler
+
+    valid = {f.name for f in fields(DownscaleTrainConfig)}
+    unknown = sorted(set(cfg.downscale) - valid)
+    if unknown:
+        raise ConfigError(f"unknown downscale setting(s) {unknown}; valid keys are {sorted(valid)}.")
+    opts = {"data": cfg.data.source, "output_dir": cfg.output.dir, "name": cfg.output.name or "downscale",
+            "seed": cfg.seed, **dict(cfg.downscale)}
+    run_dir = fit_downscaler(DownscaleTrainConfig(**opts))
+    ckpt = run_dir / "checkpoints" / "final"
+    return FitResult(run_dir, ckpt if ckpt.exists() else None, "finished", 0, 0, [], {}, time.time() - t0)

@@ -1,0 +1,543 @@
+"""Train lightweight decoders for new variables on a frozen backbone (``task: decoder``),
+or fine-tune the whole backbone with the same decoders (``task: finetune``, the baseline).
+
+See :mod:`atmos.models.decoder` for the decoders. A decoder run folder holds
+``checkpoints/final/`` with ``model.safetensors`` (decoder weights) and
+``checkpoint.json``::
+
+    {"task": "decoder",
+     "model": {"name": "decoder", "params": LatentDecoderConfig as a dict},
+     "backbone": {"path": ..., "sha256": weights_hash(backbone), "model": backbone model name},
+     "variables": [...], "grid": backbone grid, "time_step": ..., "config": the train config,
+     "training": {...}, "validation": {...}}
+
+:func:`atmos.models.checkpoint.load_decoder` reads it back and refuses a backbone
+whose weights hash differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from atmos.errors import ConfigError, DataError
+from atmos.models.checkpoint import weights_hash
+
+__all__ = ["DecoderFitResult", "fit_decoder", "save_decoder"]
+
+log = logging.getLogger("atmos.train")
+
+
+def save_decoder(
+    run_dir: str | Path,
+    decoder: nn.Module,
+    *,
+    backbone: nn.Module,
+    backbone_path: str | Path,
+    backbone_meta: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    name: str = "final",
+) -> Path:
+    """Write a decoder checkpoint ``{run_dir}/checkpoints/{name}`` (atomic); returns its folder.
+
+    The checkpoint records ``weights_hash(backbone)`` so that it can refuse any other backbone.
+    """
+    from atmos.train.checkpoint import save_checkpoint
+
+    bm = dict(backbone_meta or {})
+    meta: dict[str, Any] = {
+        "task": "decoder",
+        "model": {"name": "decoder", "params": dataclasses.asdict(decoder.config)},
+        "backbone": {
+            "path": str(Path(backbone_path).resolve()) if backbone_path else None,
+            "sha256": weights_hash(backbone),
+            "model": (bm.get("model") or {}).get("name"),
+        },
+        "variables": list(decoder.config.variables),
+        "grid": bm.get("grid"),
+        "time_step": bm.get("time_step"),
+        "time_step_seconds": bm.get("time_step_seconds"),
+        **dict(extra or {}),
+    }
+    state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
+    return save_checkpoint(run_dir, name, state, meta)
+
+
+def _freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+
+
+def _trainable(model: nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# =============================================================================================
+# training
+# =============================================================================================
+
+
+@dataclass
+class DecoderFitResult:
+    """What :func:`fit_decoder` returns.
+
+    Attributes
+    ----------
+    run_dir, checkpoint : Path
+        The run folder and the decoder checkpoint (``checkpoints/final``).
+    backbone_checkpoint : Path or None
+        ``task: finetune``: the fine-tuned backbone (a forecast checkpoint); None for
+        ``task: decoder`` (the backbone is unchanged).
+    task : str
+    train_time_s : float
+        Wall time of the optimizer steps (data loading and validation excluded).
+    wall_time_s : float
+        Wall time of the whole call.
+    steps, epochs : int
+    trainable_parameters, frozen_parameters : int
+    memory : dict
+        ``rss_at_start_mb``/``peak_rss_mb`` (process RSS when the optimizer steps began
+        and its peak during them, sampled every 5 ms; Linux) and ``peak_cuda_mb``.
+    history : list of dict
+        Per epoch: train loss, validation RMSE per variable.
+    validation : dict
+        Last validation: ``{"rmse": {var: float}, "units": {var: str},
+        "prognostic_rmse": {channel: float}, "samples": int}`` (RMSE area-weighted, physical units).
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    backbone_checkpoint: Path | None
+    task: str
+    train_time_s: float
+    wall_time_s: float
+    steps: int
+    epochs: int
+    trainable_parameters: int
+    frozen_parameters: int
+    memory: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+class _PeakRss:
+    """Peak resident memory of this process while active (Linux ``/proc/self/statm``; None elsewhere).
+
+    Samples every ``interval`` seconds in a daemon thread; ``start_mb`` is the RSS when
+    it started, so ``peak_mb - start_mb`` is what training added on top of the data and
+    the models already in memory.
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import os
+        import threading
+
+        self._path = "/proc/self/statm"
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.available = os.path.exists(self._path)
+        self.interval = interval
+        self.start_mb: float | None = None
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> float:
+        with open(self._path) as f:
+            return int(f.read().split()[1]) * self._page / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb or 0.0, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        if self.available:
+            self.start_mb = self.peak_mb = self._rss()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb or 0.0, self._rss())
+
+
+@dataclass
+class _Windows:
+    backbone: Any  # WindowDataset of the backbone's channels (normalized)
+    new: Any  # WindowDataset of the new variables (physical units)
+    indices: list[int]
+    units: dict[str, str] = field(default_factory=dict)
+
+
+def _backbone_config(cfg, bmeta: Mapping[str, Any]):
+    """``cfg`` with the data channels, grid and normalization of the backbone's training config."""
+    from atmos.train.config import DataConfig
+
+    bdata = dict((bmeta.get("config") or {}).get("data") or {})
+    if not bdata:
+        raise ConfigError(
+            f"backbone checkpoint {cfg.backbone!r} has no training config (config.data) in its checkpoint.json; "
+            "decoders need a backbone written by atmos train."
+        )
+    keep = {f.name for f in dataclasses.fields(DataConfig)} - {
+        "source", "period", "stats", "batch_size", "num_workers", "in_memory", "sample_stride",
+    }
+    data = dataclasses.replace(cfg.data, **{k: bdata[k] for k in keep if k in bdata})
+    return dataclasses.replace(cfg, data=data)
+
+
+def _open_windows(cfg, source: str, period, what: str, stats, samples: int | None) -> _Windows:
+    from atmos.io.windows import WindowDataset
+    from atmos.train.loop import _open_selected
+
+    d = cfg.data
+    new = list(cfg.decoder.variables)
+    clash = sorted(set(new) & set(d.variables))
+    if clash:
+        raise ConfigError(
+            f"decoder.variables {clash} are prognostic variables of the backbone already; decoders add new variables."
+        )
+    sel = dataclasses.replace(cfg, data=dataclasses.replace(d, variables=[*d.variables, *new]))
+    ds = _open_selected(source, sel, period, what)
+    common = {"history": d.history, "lead_steps": 1, "cache": "memory", "healpix_layout": "faces"}
+    bb = WindowDataset(
+        ds, list(d.variables), forcings=list(d.forcings), statics=list(d.statics), levels=d.levels,
+        stats=stats, **common,
+    )
+    nw = WindowDataset(ds, new, **common)
+    if not np.array_equal(bb.times, nw.times):  # pragma: no cover - same data, same windows
+        raise DataError(f"{what} windows of the backbone channels and of {new} do not line up.")
+    n = len(bb)
+    idx = list(range(0, n, max(1, int(d.sample_stride)))) if samples is None else (
+        list(range(n)) if samples >= n else sorted({round(float(i)) for i in np.linspace(0, n - 1, samples)})
+    )
+    return _Windows(bb, nw, idx, {v: str(ds[v].attrs.get("units", "")) for v in new})
+
+
+def _batch(w: _Windows, ids: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    items = [w.backbone[i] for i in ids]
+    out = {k: torch.stack([it[k] for it in items]).to(device) for k in ("inputs", "targets", "forcings", "statics")}
+    out["new"] = torch.stack([w.new[i]["targets"][0] for i in ids]).to(device)  # [B, V, *grid] physical
+    return out
+
+
+def _target_stats(w: _Windows, transforms: Mapping[str, Any], variables: list[str]) -> tuple[dict, dict, dict]:
+    """Resolved transforms and the mean/std of the transformed training targets."""
+    ys = torch.stack([w.new[i]["targets"][0] for i in w.indices]).double()  # [N, V, *grid]
+    resolved: dict[str, dict[str, Any]] = {}
+    mean: dict[str, float] = {}
+    std: dict[str, float] = {}
+    for k, v in enumerate(variables):
+        y = ys[:, k]
+        t = transforms.get(v)
+        if isinstance(t, str):
+            t = {"kind": t}
+        t = dict(t or {"kind": "identity"})
+        if t.get("kind") == "log1p":
+            if t.get("scale") in (None, "auto"):
+                scale = float(y.clamp_min(0).mean())
+                if not scale > 0:
+                    raise DataError(f"cannot use a log1p transform for {v!r}: its training mean is {scale!r} (not > 0).")
+                t["scale"] = scale
+            y = torch.log1p(y.clamp_min(0) / float(t["scale"]))
+        resolved[v] = t
+        mean[v] = float(y.mean())
+        std[v] = float(y.std()) if float(y.std()) > 0 else 1.0
+    return resolved, mean, std
+
+
+def _area(grid, grid_shape: tuple[int, ...]) -> torch.Tensor:
+    from atmos.train.losses import grid_area_weights
+
+    area = grid_area_weights(grid)
+    if tuple(area.shape) != tuple(grid_shape):  # HEALPix faces
+        area = grid.cells_to_faces(area)
+    return area
+
+
+def _wmse(pred: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """Area-weighted MSE per channel ``[B, C, *grid]`` -> ``[C]`` (mean over the batch)."""
+    nd = area.ndim
+    return ((pred - target) ** 2 * area).flatten(2 if nd else 1).sum(-1).mean(0)
+
+
+class _Prognostic:
+    """The backbone's one-step prediction and loss in its own normalization."""
+
+    def __init__(self, bmeta: Mapping[str, Any], names: list[str], device: torch.device) -> None:
+        norm = bmeta.get("normalization") or {}
+        chans = norm.get("channels") or {}
+        self.residual = norm.get("outputs", "residual") == "residual"
+        std = [float(chans[n]["std"]) for n in names]
+        mean = [float(chans[n]["mean"]) for n in names]
+        ratio = [float(chans[n]["residual_std"]) / s if self.residual else 1.0 for n, s in zip(names, std, strict=True)]
+        self.std = torch.tensor(std, device=device)
+        self.mean = torch.tensor(mean, device=device)
+        self.ratio = torch.tensor(ratio, device=device)
+        self.n = len(names)
+
+    def _v(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, *([1] * (x.ndim - 2)))
+
+    def next_state(self, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            return inputs[:, -1, : self.n] + delta * self._v(self.ratio, delta)
+        return delta
+
+    def loss(self, inputs, delta, target, area) -> torch.Tensor:
+        err = (self.next_state(inputs, delta) - target) / self._v(self.ratio, delta)
+        return _wmse(err, torch.zeros_like(err), area).mean()
+
+    def physical(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._v(self.std, x) + self._v(self.mean, x)
+
+
+def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
+    """Train decoders for new variables on a backbone checkpoint (``cfg.task`` ``decoder`` or ``finetune``).
+
+    ``task: decoder`` freezes the backbone (``requires_grad=False``, eval mode, latents
+    computed under ``torch.no_grad``) and trains only the decoders on the one-step
+    latent: the latent of the step ``t -> t+1`` predicts each new variable at ``t+1``.
+    ``task: finetune`` is the baseline of Lehmann et al.: the same decoders and the
+    whole backbone are trained together, on the decoder loss plus
+    ``decoder.prognostic_weight`` times the backbone's one-step loss (area-weighted MSE
+    of the normalized residual), so that the backbone stays a forecaster.
+
+    The decoder loss is the area-weighted MSE of the standardized transformed targets
+    (:class:`atmos.models.decoder.LatentDecoder`), averaged over the variables. AdamW
+    and the warm-up + cosine schedule of ``optimizer``/``schedule``; ``schedule.epochs``
+    passes over the training windows (``data.period``, every ``data.sample_stride``-th).
+
+    Returns
+    -------
+    DecoderFitResult
+
+    Raises
+    ------
+    ConfigError
+        Wrong task, no backbone, a backbone without a latent, new variables that are
+        prognostic already.
+    DataError, SourceError
+        Data lacking a variable, a missing backbone checkpoint.
+    """
+    from atmos.models.checkpoint import load_model
+    from atmos.models.decoder import LatentDecoder
+    from atmos.train.checkpoint import atomic_write_text, save_checkpoint
+    from atmos.train.config import config_to_dict, save_config
+    from atmos.train.loop import _stats_from_json, seed_everything, warmup_cosine
+
+    t_call = time.time()
+    if cfg.task not in ("decoder", "finetune"):
+        raise ConfigError(f"fit_decoder trains task 'decoder' or 'finetune', got task {cfg.task!r}.")
+    frozen = cfg.task == "decoder"
+    seed_everything(cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if str(cfg.backbone) == "sample":  # the embedded sample model
+        from importlib.resources import files
+
+        cfg = dataclasses.replace(cfg, backbone=str(files("atmos.sample")))
+    backbone, bmeta = load_model(cfg.backbone)
+    if not hasattr(backbone, "forward_latent"):
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} ({type(backbone).__name__}) exposes no latent; decoders need a ViT or UNetGRU."
+        )
+    backbone_hash_before = weights_hash(backbone)
+    cfg = _backbone_config(cfg, bmeta)
+    stats = _stats_from_json(bmeta["stats"]) if bmeta.get("stats") else None
+    if stats is None:
+        raise ConfigError(f"backbone checkpoint {cfg.backbone!r} has no normalization statistics (stats).")
+    variables = list(cfg.decoder.variables)
+
+    train = _open_windows(cfg, cfg.data.source, cfg.data.period, "training", stats, None)
+    val = None
+    if cfg.validation.source:
+        val = _open_windows(cfg, cfg.validation.source, cfg.validation.period, "validation", stats,
+                            cfg.validation.samples)
+    area = _area(train.backbone.grid, tuple(train.backbone.grid_shape)).to(device)
+    transforms, mean, std = _target_stats(train, dict(cfg.decoder.transforms), variables)
+    units = dict(train.units)
+    decoder = LatentDecoder.for_backbone(
+        backbone, variables, hidden=list(cfg.decoder.hidden), transforms=transforms, mean=mean, std=std, units=units
+    )
+    backbone.to(device)
+    decoder.to(device)
+    names = list(backbone.schema.outputs)
+    prog = _Prognostic(bmeta, names, device)
+    if frozen:
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        backbone.eval()
+        params = list(decoder.parameters())
+    else:
+        backbone.train()
+        params = list(backbone.parameters()) + list(decoder.parameters())
+    n_train = sum(p.numel() for p in params)
+    n_frozen = sum(p.numel() for p in backbone.parameters()) if frozen else 0
+
+    opt = cfg.optimizer
+    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
+    bs = int(cfg.data.batch_size)
+    per_epoch = math.ceil(len(train.indices) / bs)
+    if cfg.schedule.max_steps_per_epoch:
+        per_epoch = min(per_epoch, int(cfg.schedule.max_steps_per_epoch))
+    total = per_epoch * int(cfg.schedule.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(total, cfg.schedule.warmup_steps, cfg.schedule.warmup_start_factor, cfg.schedule.min_lr / opt.lr),
+    )
+
+    out = cfg.output
+    run_dir = Path(out.dir) / (out.name or f"{cfg.task}-{Path(str(cfg.backbone)).name}")
+    if (run_dir / "checkpoints").exists() and not out.overwrite:
+        raise ConfigError(
+            f"run folder {str(run_dir)!r} already has checkpoints; pass output.overwrite=true or another output.name."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    show = out.progress if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="step", desc=f"{cfg.task} {','.join(variables)}", dynamic_ncols=True)
+
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    history: list[dict[str, Any]] = []
+    validation: dict[str, Any] = {}
+    train_time = 0.0
+    step = 0
+    rows = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    mem = _PeakRss()
+    mem.__enter__()
+    try:
+        for epoch in range(int(cfg.schedule.epochs)):
+            perm = torch.randperm(len(train.indices), generator=gen).tolist()
+            losses = []
+            for b in range(per_epoch):
+                ids = [train.indices[j] for j in perm[b * bs : (b + 1) * bs]]
+                if not ids:
+                    break
+                batch = _batch(train, ids, device)
+                t0 = time.perf_counter()
+                decoder.train()
+                if frozen:
+                    with torch.no_grad():
+                        latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+                else:
+                    latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+                z = decoder(latent)
+                loss = _wmse(z, decoder.from_physical(batch["new"]), area).mean()
+                if not frozen and cfg.decoder.prognostic_weight > 0:
+                    delta = backbone.decode_latent(latent)
+                    loss = loss + cfg.decoder.prognostic_weight * prog.loss(
+                        batch["inputs"], delta, batch["targets"][:, 0], area
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if opt.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+                optimizer.step()
+                sched.step()
+                train_time += time.perf_counter() - t0
+                step += 1
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    raise DataError(f"the {cfg.task} loss became non-finite at step {step} (epoch {epoch}); lower optimizer.lr.")
+                losses.append(lv)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{lv:.4f}")
+            rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
+                                   "train_time_s": round(train_time, 3)}
+            if val is not None and ((epoch + 1) % cfg.validation.every_epochs == 0 or epoch + 1 == cfg.schedule.epochs):
+                validation = _validate(backbone, decoder, val, area, prog, names, bs, device)
+                rec.update({f"val_rmse_{v}": r for v, r in validation["rmse"].items()})
+                log.info("epoch %d: loss %.4f, val RMSE %s", epoch + 1, rec["train_loss"], validation["rmse"])
+            history.append(rec)
+            rows.append(rec)
+            header = list(dict.fromkeys(k for r in rows for k in r))
+            text = ",".join(header) + "\n" + "".join(",".join(str(r.get(k, "")) for k in header) + "\n" for r in rows)
+            atomic_write_text(run_dir / "metrics.csv", text)
+    finally:
+        mem.__exit__()
+        if bar is not None:
+            bar.close()
+
+    backbone.eval()
+    decoder.eval()
+    if frozen and weights_hash(backbone) != backbone_hash_before:  # pragma: no cover - guarded by requires_grad
+        raise RuntimeError("the frozen backbone's weights changed during decoder training")
+    backbone_ckpt = None
+    backbone_path: str | Path = cfg.backbone
+    training = {
+        "task": cfg.task,
+        "epochs": int(cfg.schedule.epochs),
+        "global_step": step,
+        "train_time_s": train_time,
+        "trainable_parameters": n_train,
+        "frozen_parameters": n_frozen,
+        "backbone_sha256_before": backbone_hash_before,
+        "rss_at_start_mb": mem.start_mb,
+        "peak_rss_mb": mem.peak_mb,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    }
+    if not frozen:
+        bm = {k: v for k, v in bmeta.items() if k not in ("format", "format_version", "atmos_version", "torch_version", "files")}
+        bm["training"] = {**(bm.get("training") or {}), "finetuned_from": str(Path(str(cfg.backbone)).resolve()),
+                          "finetune_steps": step}
+        backbone_ckpt = save_checkpoint(run_dir / "backbone", "final",
+                                        {k: v.detach().cpu() for k, v in backbone.state_dict().items()}, bm)
+        backbone_path = backbone_ckpt
+    ckpt = save_decoder(
+        run_dir, decoder, backbone=backbone, backbone_path=backbone_path, backbone_meta=bmeta,
+        extra={"config": config_to_dict(cfg), "training": training, "validation": validation},
+    )
+    atomic_write_text(run_dir / "DONE", f"{cfg.task} finished at step {step}\n")
+    return DecoderFitResult(
+        run_dir=run_dir, checkpoint=ckpt, backbone_checkpoint=backbone_ckpt, task=cfg.task, train_time_s=train_time,
+        wall_time_s=time.time() - t_call, steps=step, epochs=int(cfg.schedule.epochs), trainable_parameters=n_train,
+        frozen_parameters=n_frozen, history=history, validation=validation,
+        memory={k: training[k] for k in ("rss_at_start_mb", "peak_rss_mb", "peak_cuda_mb")},
+    )
+
+
+@torch.no_grad()
+def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, bs, device) -> dict[str, Any]:
+    """Area-weighted RMSE (physical units) of every new variable and of the backbone's one-step forecast."""
+    backbone.eval()
+    decoder.eval()
+    se_new = torch.zeros(len(decoder.variables), dtype=torch.float64)
+    se_prog = torch.zeros(len(names), dtype=torch.float64)
+    n = 0
+    for b in range(0, len(val.indices), bs):
+        ids = val.indices[b : b + bs]
+        batch = _batch(val, ids, device)
+        latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+        y = decoder.to_physical(decoder(latent))
+        se_new += _wmse(y.double(), batch["new"].double(), area.double()).cpu() * len(ids)
+        nxt = prog.physical(prog.next_state(batch["inputs"], backbone.decode_latent(latent)))
+        tgt = prog.physical(batch["targets"][:, 0])
+        se_prog += _wmse(nxt.double(), tgt.double(), area.double()).cpu() * len(ids)
+        n += len(ids)
+    return {
+        "rmse": {v: float(math.sqrt(se_new[k] / n)) for k, v in enumerate(decoder.variables)},
+        "units": dict(decoder.config.units),
+        "prognostic_rmse": {c: float(math.sqrt(se_prog[k] / n)) for k, c in enumerate(names)},
+        "samples": n,
+    }
