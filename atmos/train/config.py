@@ -287,6 +287,10 @@ class OutputConfig:
     tensorboard: bool = False
 
 
+#: Default ``decoder.transforms``; entries for variables that are not decoded are dropped.
+_DEFAULT_TRANSFORMS: dict[str, Any] = {"total_precipitation_6hr": "log1p"}
+
+
 @dataclass
 class DecoderConfig:
     """Decoders for new variables (``task: decoder`` / ``task: finetune``).
@@ -311,7 +315,7 @@ class DecoderConfig:
         default_factory=lambda: ["total_precipitation_6hr", "evaporation", "total_cloud_cover"]
     )
     hidden: list[int] = field(default_factory=lambda: [512, 256])
-    transforms: dict[str, Any] = field(default_factory=lambda: {"total_precipitation_6hr": "log1p"})
+    transforms: dict[str, Any] = field(default_factory=lambda: dict(_DEFAULT_TRANSFORMS))
     prognostic_weight: float = 1.0
 
 
@@ -620,6 +624,9 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"decoder.variables lists {dup} more than once.")
         if not dc.hidden or any(h < 1 for h in dc.hidden):
             raise ConfigError(f"decoder.hidden must be a list of positive widths, got {dc.hidden!r}.")
+        dc.transforms = {
+            k: v for k, v in dc.transforms.items() if k in dc.variables or _DEFAULT_TRANSFORMS.get(k) != v
+        }
         extra = sorted(set(dc.transforms) - set(dc.variables))
         if extra:
             raise ConfigError(f"decoder.transforms names {extra}, which are not in decoder.variables {dc.variables}.")

@@ -210,6 +210,15 @@ def _open_windows(cfg, source: str, period, what: str, stats, samples: int | Non
         raise ConfigError(
             f"decoder.variables {clash} are prognostic variables of the backbone already; decoders add new variables."
         )
+    from atmos.io.open import open_dataset
+
+    have = open_dataset(source).data_vars
+    missing = [v for v in new if v not in have]
+    if missing:
+        raise DataError(
+            f"{what} source {source!r} lacks decoder.variables {missing}; it has {sorted(map(str, have))}. "
+            "Fix decoder.variables or the source."
+        )
     sel = dataclasses.replace(cfg, data=dataclasses.replace(d, variables=[*d.variables, *new]))
     ds = _open_selected(source, sel, period, what)
     common = {"history": d.history, "lead_steps": 1, "cache": "memory", "healpix_layout": "faces"}
@@ -350,6 +359,15 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
         from importlib.resources import files
 
         cfg = dataclasses.replace(cfg, backbone=str(files("atmos.sample")))
+    from atmos.models.checkpoint import find_checkpoint
+
+    if find_checkpoint(Path(str(cfg.backbone)).expanduser()) is None:
+        from atmos.errors import SourceError
+
+        raise SourceError(
+            f"backbone: {cfg.backbone!r} is not an atmos checkpoint or run folder (no checkpoint.json there); set "
+            "`backbone:` to a folder written by `atmos train`, or `sample` for the embedded sample model."
+        )
     backbone, bmeta = load_model(cfg.backbone)
     if not hasattr(backbone, "forward_latent"):
         raise ConfigError(
@@ -436,6 +454,8 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
                 batch = _batch(train, ids, device)
                 t0 = time.perf_counter()
                 decoder.train()
+                if not frozen:
+                    backbone.train()  # validation switched it to eval
                 if frozen:
                     with torch.no_grad():
                         latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)

@@ -1244,6 +1244,11 @@ def fit(
     """
     cfg = load_config(config, overrides)
     if cfg.task != "forecast":
+        if resume not in (None, False):
+            raise ConfigError(
+                f"task: {cfg.task} runs are short and cannot be resumed; rerun without --resume "
+                "(with output.overwrite=true to replace the run folder)."
+            )
         return _fit_task(cfg)
     if deadline is None and os.environ.get("ATMOS_DEADLINE"):
         try:
@@ -1276,8 +1281,15 @@ def _fit_task(cfg: TrainConfig) -> FitResult:
     unknown = sorted(set(cfg.downscale) - valid)
     if unknown:
         raise ConfigError(f"unknown downscale setting(s) {unknown}; valid keys are {sorted(valid)}.")
-    opts = {"data": cfg.data.source, "output_dir": cfg.output.dir, "name": cfg.output.name or "downscale",
-            "seed": cfg.seed, **dict(cfg.downscale)}
+    opts: dict[str, Any] = {"data": cfg.data.source, "output_dir": cfg.output.dir,
+                            "name": cfg.output.name or "downscale", "seed": cfg.seed}
+    if cfg.data.period:
+        opts["time"] = tuple(cfg.data.period)
+    if cfg.validation.source:
+        opts["val_data"] = cfg.validation.source
+        if cfg.validation.period:
+            opts["val_time"] = tuple(cfg.validation.period)
+    opts.update(cfg.downscale)
     run_dir = fit_downscaler(DownscaleTrainConfig(**opts))
     ckpt = run_dir / "checkpoints" / "final"
     return FitResult(run_dir, ckpt if ckpt.exists() else None, "finished", 0, 0, [], {}, time.time() - t0)
