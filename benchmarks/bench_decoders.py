@@ -31,7 +31,6 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import torch
@@ -91,35 +90,18 @@ def make_steps(bb, dec, data):
     return {"decoder": decoder_step, "finetune": finetune_step}
 
 
-def rss_mb() -> float:
-    import os
-
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def memory_child(args: argparse.Namespace) -> None:
+    from atmos.train.decoder import PeakRss
+
     bb, dec, data = build(args)
     if args.mode == "decoder":
         for p in bb.parameters():
             p.requires_grad_(False)
     step = make_steps(bb, dec, data)[args.mode]
-    start = rss_mb()
-    peak = [start]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            stop.wait(0.002)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    for _ in range(3):
-        step()
-    stop.set()
-    th.join()
-    print(json.dumps({"start_mb": start, "peak_mb": max(peak[0], rss_mb())}))
+    with PeakRss(interval=0.002) as mem:
+        for _ in range(3):
+            step()
+    print(json.dumps({"start_mb": mem.start_mb, "peak_mb": mem.peak_mb}))
 
 
 def main() -> None:

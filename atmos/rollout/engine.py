@@ -49,6 +49,7 @@ from torch import nn
 from atmos.errors import ConfigError, DataError, SourceError
 from atmos.grids import Grid, HealpixGrid, LatLonGrid, grid_from_dict
 from atmos.io.forcings import DERIVED_FORCINGS
+from atmos.models.checkpoint import weights_hash
 
 __all__ = [
     "FORCING_MODES",
@@ -100,14 +101,6 @@ def _sha256(path: Path) -> str:
 def _jsonable(x: Any) -> Any:
     """Tuples -> lists, numbers -> plain Python (to compare a latent spec with its JSON round trip)."""
     return json.loads(json.dumps(x, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
-
-
-def _state_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 # =============================================================================================
@@ -521,7 +514,7 @@ class Forecaster:
             trained on another backbone, or a variable is predicted twice (by two
             decoders, or by a decoder and the model).
         """
-        from atmos.models.checkpoint import find_checkpoint, load_decoder, weights_hash
+        from atmos.models.checkpoint import find_checkpoint, load_decoder
 
         if isinstance(decoders, (str, os.PathLike, nn.Module)):
             items = [decoders]
@@ -737,7 +730,7 @@ class Forecaster:
             "atmos_model_type": type(model).__name__,
             "atmos_model_parameters": int(sum(p.numel() for p in model.parameters())),
             "atmos_checkpoint": "none (in-memory model)",
-            "atmos_checkpoint_sha256": _state_hash(model),
+            "atmos_checkpoint_sha256": weights_hash(model),
         }
         return cls(
             model,

@@ -17,6 +17,7 @@ whose weights hash differs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -33,7 +34,7 @@ from torch import nn
 from atmos.errors import ConfigError, DataError
 from atmos.models.checkpoint import weights_hash
 
-__all__ = ["DecoderFitResult", "fit_decoder", "save_decoder"]
+__all__ = ["DecoderFitResult", "PeakRss", "fit_decoder", "save_decoder"]
 
 log = logging.getLogger("atmos.train")
 
@@ -131,7 +132,7 @@ class DecoderFitResult:
     validation: dict[str, Any] = field(default_factory=dict)
 
 
-class _PeakRss:
+class PeakRss:
     """Peak resident memory of this process while active (Linux ``/proc/self/statm``; None elsewhere).
 
     Samples every ``interval`` seconds in a daemon thread; ``start_mb`` is the RSS when
@@ -279,8 +280,9 @@ def _area(grid, grid_shape: tuple[int, ...]) -> torch.Tensor:
 
 def _wmse(pred: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
     """Area-weighted MSE per channel ``[B, C, *grid]`` -> ``[C]`` (mean over the batch)."""
-    nd = area.ndim
-    return ((pred - target) ** 2 * area).flatten(2 if nd else 1).sum(-1).mean(0)
+    from atmos.train.losses import weighted_mse
+
+    return weighted_mse(pred, target, area).mean(0)
 
 
 class _Prognostic:
@@ -307,8 +309,8 @@ class _Prognostic:
         return delta
 
     def loss(self, inputs, delta, target, area) -> torch.Tensor:
-        err = (self.next_state(inputs, delta) - target) / self._v(self.ratio, delta)
-        return _wmse(err, torch.zeros_like(err), area).mean()
+        r = self._v(self.ratio, delta)
+        return _wmse(self.next_state(inputs, delta) / r, target / r, area).mean()
 
     def physical(self, x: torch.Tensor) -> torch.Tensor:
         return x * self._v(self.std, x) + self._v(self.mean, x)
@@ -346,7 +348,7 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     from atmos.models.decoder import LatentDecoder
     from atmos.train.checkpoint import atomic_write_text, save_checkpoint
     from atmos.train.config import config_to_dict, save_config
-    from atmos.train.loop import _stats_from_json, seed_everything, warmup_cosine
+    from atmos.train.loop import _csv_text, _stats_from_json, seed_everything, warmup_cosine
 
     t_call = time.time()
     if cfg.task not in ("decoder", "finetune"):
@@ -438,12 +440,12 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     validation: dict[str, Any] = {}
     train_time = 0.0
     step = 0
-    rows = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    mem = _PeakRss()
-    mem.__enter__()
-    try:
+    grad_ctx = torch.no_grad if frozen else contextlib.nullcontext
+    with PeakRss() as mem, contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.callback(bar.close)
         for epoch in range(int(cfg.schedule.epochs)):
             perm = torch.randperm(len(train.indices), generator=gen).tolist()
             losses = []
@@ -456,10 +458,7 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
                 decoder.train()
                 if not frozen:
                     backbone.train()  # validation switched it to eval
-                if frozen:
-                    with torch.no_grad():
-                        latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
-                else:
+                with grad_ctx():
                     latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
                 z = decoder(latent)
                 loss = _wmse(z, decoder.from_physical(batch["new"]), area).mean()
@@ -490,14 +489,8 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
                 rec.update({f"val_rmse_{v}": r for v, r in validation["rmse"].items()})
                 log.info("epoch %d: loss %.4f, val RMSE %s", epoch + 1, rec["train_loss"], validation["rmse"])
             history.append(rec)
-            rows.append(rec)
-            header = list(dict.fromkeys(k for r in rows for k in r))
-            text = ",".join(header) + "\n" + "".join(",".join(str(r.get(k, "")) for k in header) + "\n" for r in rows)
-            atomic_write_text(run_dir / "metrics.csv", text)
-    finally:
-        mem.__exit__()
-        if bar is not None:
-            bar.close()
+            header = list(dict.fromkeys(k for r in history for k in r))
+            atomic_write_text(run_dir / "metrics.csv", _csv_text(header, history))
 
     backbone.eval()
     decoder.eval()
