@@ -10,6 +10,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from atmos import accessor as _accessor  # noqa: F401  (registers ds.atmos)
 from atmos.errors import AtmosError
 from atmos.io.open import open_dataset
-from atmos.rollout import rollout  # the function; submodules stay importable as atmos.rollout.x
 
-__all__ = ["AtmosError", "__version__", "open_dataset", "rollout"]
+# ``atmos.rollout`` is the subpackage (``from atmos.rollout import rollout`` for the function); it and
+# everything that needs torch are imported on first use, so ``import atmos`` stays light.
+__all__ = ["AtmosError", "__version__", "open_dataset"]

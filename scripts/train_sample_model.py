@@ -1,12 +1,13 @@
 """Train the embedded sample model and copy it into ``atmos/sample/``.
 
-The sample model is the small lat-lon ViT of ``configs/vit_speedy.yaml`` (embed 64, depth 4,
-210k parameters, 14 channels: z/t/u/v at 250/500/850 hPa, t2m, mslp; TOA insolation forcing;
+The sample model is the small lat-lon ViT of ``configs/vit_speedy.yaml`` (embed 96, depth 4,
+464k parameters, 14 channels: z/t/u/v at 250/500/850 hPa, t2m, mslp; forcings TOA insolation and
+the day-of-year encoding (cos/sin), which tells spring from autumn at equal insolation;
 land-sea mask and orography) trained on SPEEDY-world 2018 (a *simulated* atmosphere from the
 SPEEDY-physics GCM run via jcm, not observations) with atmos's own training code
 (:func:`atmos.train.fit`) in two stages:
 
-1. 6 epochs x 64 steps, batch 8, multi-step curriculum K = 1, 1, 2, 2, 3, 3 (gradients
+1. 10 epochs x 80 steps, batch 8, multi-step curriculum K = 1, 1, 2, 2, 3, 3, 4, 4, 4, 4 (gradients
    detached between steps), AdamW lr 2e-3 with warm-up and cosine decay;
 2. continuing that run (``fit(..., resume=stage-1 run)``): 3 epochs x 64 steps of 12-step
    (3-day) rollouts, batch 4, for long-lead skill.
@@ -47,17 +48,18 @@ SAMPLE_OVERRIDES = [
     "output.overwrite=true",
     "output.progress=false",
     "output.keep_checkpoints=1",
-    "model.params.embed_dim=64",
+    "model.params.embed_dim=96",
     "model.params.depth=4",
+    "data.forcings=[toa_incident_solar_radiation,cos_day_of_year,sin_day_of_year]",
     "optimizer.lr=2.0e-3",
-    "schedule.epochs=6",
-    "schedule.max_steps_per_epoch=64",
+    "schedule.epochs=10",
+    "schedule.max_steps_per_epoch=80",
     "schedule.warmup_steps=30",
     "schedule.min_lr=1.0e-5",
     "multistep.steps=1",
     "multistep.epoch_increment=1",
     "multistep.increment_every=2",
-    "multistep.maximum=3",
+    "multistep.maximum=4",
     "multistep.gradient=detached",
     "validation.samples=16",
     "validation.steps=4",
@@ -73,7 +75,7 @@ SAMPLE_OVERRIDES = [
 FINETUNE_NAME = f"{RUN_NAME}_ft"
 FINETUNE_OVERRIDES = [
     f"output.name={FINETUNE_NAME}",
-    "schedule.epochs=9",
+    "schedule.epochs=13",
     "multistep.steps=12",
     "multistep.maximum=12",
     "multistep.epoch_increment=0",
@@ -236,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     ck = copy_checkpoint(res.run_dir)
     size = sum((SAMPLE_DIR / f).stat().st_size for f in ("model.safetensors", "checkpoint.json")) / 2**20
     print(f"copied {ck} -> {SAMPLE_DIR} ({size:.2f} MiB)")
+    from atmos.rollout.validate import write_scorecard
+
+    print(f"wrote the known-answer scorecard {write_scorecard()} (run scripts/make_sample_data.py first if the "
+          "model's variables changed, then `atmos validate --write`)")
     ok = print_evaluation(evaluate(None, "speedy-world-val", args.eval_inits))
     return 0 if ok else 1
 

@@ -69,3 +69,42 @@ def test_nothing_imports_cli():
         if m.startswith("atmos.cli")
     ]
     assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import atmos",
+        "import atmos, xarray; atmos.open_dataset; atmos.grids.HealpixGrid; atmos.io.compute_stats",
+        "import atmos.cli.main as m; m.build_parser()",  # what `atmos --help` does
+    ],
+)
+def test_light_imports_do_not_load_torch(code):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}; import sys; print('torch' in sys.modules)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "False", f"{code!r} imported torch"
+
+
+def test_lazy_names_resolve_and_unknown_names_raise():
+    import atmos.grids
+    import atmos.io
+
+    assert atmos.grids.HealpixPad.__module__ == "atmos.grids.padding"
+    assert atmos.io.WindowDataset.__module__ == "atmos.io.windows"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        atmos.grids.nope  # noqa: B018
+
+
+def test_atmos_rollout_is_the_subpackage():
+    import types
+
+    import atmos
+    import atmos.rollout as ar
+
+    assert isinstance(ar, types.ModuleType) and callable(ar.rollout)
+    assert atmos.rollout is ar

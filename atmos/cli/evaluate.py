@@ -51,13 +51,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  atmos evaluate forecast.zarr --truth speedy-world-val --climatology-source speedy-world \\\n"
             "      --variables z500 t850 t2m -o scores.csv --plots plots/\n"
+            "  atmos rollout --init 2020-01-01 --days 365 --out year.zarr\n"
+            "  atmos evaluate year.zarr --stability speedy-world --plots plots/   (climate of a long rollout)\n"
             "  atmos evaluate --climatebench --pred pred.nc --truth data/cmip6-ipsl --scenario ssp126 "
             "--baseline historical:1850-1900"
         ),
     )
     p.add_argument("forecast", nargs="?", metavar="FORECAST",
                    help="forecast zarr/netCDF in the WeatherBench2 layout (not with --climatebench)")
-    p.add_argument("--truth", required=True, nargs="+", metavar="INPUT",
+    p.add_argument("--truth", nargs="+", metavar="INPUT",
                    help="truth: a catalog name or path (FORECAST mode); netCDF files and/or directories (--climatebench)")
     g = p.add_argument_group("forecast scoring (FORECAST)")
     g.add_argument("--name", metavar="MODEL", help="model name in the scorecard (default: the FORECAST file stem)")
@@ -79,6 +81,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: global,tropics,extratropics,northern_extratropics,southern_extratropics")
     g.add_argument("--all-leads", action="store_true", help="print every lead (default: a selection when there are many)")
     g.add_argument("--plots", metavar="DIR", help="also write PNG plots (metric vs lead, maps, spectra) to DIR")
+    s = p.add_argument_group("long-rollout stability (--stability)")
+    s.add_argument("--stability", metavar="REFERENCE",
+                   help="instead of scoring against a truth, compare the climate of a long rollout (one init) with "
+                        "REFERENCE (catalog name or path, e.g. a training year): monthly global means, spatial-std "
+                        "ratios, non-finite values, drift per year (--variables, --plots apply)")
     c = p.add_argument_group("ClimateBench (--climatebench)")
     c.add_argument("--climatebench", action="store_true", help="compute the ClimateBench NRMSE scores")
     c.add_argument("--pred", metavar="PRED.nc",
@@ -110,6 +117,12 @@ def _pick_scenario(pred: dict, truth_scen: list[str], wanted: str | None) -> str
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stability:
+        if args.forecast is None or args.climatebench:
+            raise ConfigError("--stability scores a FORECAST (positional) and does not combine with --climatebench.")
+        return _run_stability(args)
+    if not args.truth:
+        raise ConfigError("--truth is required: a catalog name or path of the data to score against.")
     if not args.climatebench:
         if args.forecast is None:
             raise ConfigError(
@@ -127,6 +140,34 @@ def run(args: argparse.Namespace) -> int:
     if args.pred is None:
         raise ConfigError("--climatebench needs --pred PRED.nc (the predictions to score).")
     return _run_climatebench(args)
+
+
+def _run_stability(args: argparse.Namespace) -> int:
+    from atmos.io import open_dataset
+    from atmos.metrics import open_forecast
+    from atmos.metrics.stability import blowup_lead, climate_diagnostics, format_climate_diagnostics
+
+    fc = open_forecast(args.forecast)
+    ref = open_dataset(args.stability)
+    diag = climate_diagnostics(fc, ref, args.variables)
+    print(f"climate of {args.forecast} against {args.stability} (area-weighted; reference grouped by calendar month)")
+    print(format_climate_diagnostics(diag))
+    blow = blowup_lead(fc, ref, args.variables)
+    print("blow-up (non-finite or spatial std > 3x the reference's): "
+          + ", ".join(f"{k} {'never' if v is None else v}" for k, v in blow.items()))
+    if args.output:
+        out = Path(args.output)
+        if out.suffix == ".json":
+            out.write_text(diag.to_dataframe().reset_index().to_json(orient="records", indent=1))
+        else:
+            diag.to_netcdf(out)
+        print(f"wrote {out}")
+    if args.plots:
+        from atmos.metrics.stability import plot_climate_diagnostics
+
+        path = plot_climate_diagnostics(fc, ref, Path(args.plots) / "climate.png", args.variables)
+        print(f"wrote {path}")
+    return 0
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "slurm": "atmos.cli.slurm",
     "stats": "atmos.cli.stats",
     "train": "atmos.cli.train",
+    "validate": "atmos.cli.validate",
 }
 
 

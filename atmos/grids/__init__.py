@@ -2,15 +2,24 @@
 
 from atmos.grids.healpix import HealpixGrid, face_nest_index
 from atmos.grids.latlon import LatLonGrid
-from atmos.grids.padding import HealpixPad, healpix_pad, healpix_pad_indices, healpix_unpad
-from atmos.grids.regrid import (
-    METHODS,
-    HealpixToLatLon,
-    LatLonToHealpix,
-    LatLonToLatLon,
-    Regridder,
-    latlon_healpix_overlap,
-)
+
+#: Names served lazily: padding and the regridders are torch modules, and ``import atmos.grids``
+#: (hence ``import atmos``) must not import torch.
+_LAZY = {
+    **dict.fromkeys(("HealpixPad", "healpix_pad", "healpix_pad_indices", "healpix_unpad"), "atmos.grids.padding"),
+    **dict.fromkeys(
+        ("METHODS", "HealpixToLatLon", "LatLonToHealpix", "LatLonToLatLon", "Regridder", "latlon_healpix_overlap"),
+        "atmos.grids.regrid",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'atmos.grids' has no attribute {name!r}")
 
 Grid = LatLonGrid | HealpixGrid
 

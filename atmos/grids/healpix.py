@@ -20,11 +20,22 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Literal
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from healpix_geo import nested as hg_nested
 
 from atmos.errors import GridError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _is_tensor(x: Any) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing torch (no tensor exists before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 __all__ = ["HealpixGrid", "face_nest_index"]
 
@@ -192,8 +203,8 @@ class HealpixGrid:
         """``[..., npix]`` cell vector (this grid's order) -> ``[..., 12, nside, nside]``."""
         self._check_cells(x)
         idx = self.face_index.ravel()
-        if isinstance(x, torch.Tensor):
-            out = x.index_select(-1, torch.as_tensor(idx, device=x.device))
+        if _is_tensor(x):
+            out = x.index_select(-1, sys.modules['torch'].as_tensor(idx, device=x.device))
         else:
             out = np.take(x, idx, axis=-1)
         return out.reshape(*x.shape[:-1], *self.face_shape)
@@ -203,8 +214,8 @@ class HealpixGrid:
         self._check_faces(x)
         flat = x.reshape(*x.shape[:-3], self.npix)
         inv = self._inverse_face_index
-        if isinstance(flat, torch.Tensor):
-            return flat.index_select(-1, torch.as_tensor(inv, device=flat.device))
+        if _is_tensor(flat):
+            return flat.index_select(-1, sys.modules['torch'].as_tensor(inv, device=flat.device))
         return np.take(flat, inv, axis=-1)
 
     def reorder(self, x: torch.Tensor | np.ndarray, to: Order) -> torch.Tensor | np.ndarray:
@@ -217,8 +228,8 @@ class HealpixGrid:
         src_pos = np.empty(self.npix, dtype=np.int64)
         src_pos[self._nest_of_position] = np.arange(self.npix)
         idx = src_pos[other._nest_of_position]
-        if isinstance(x, torch.Tensor):
-            return x.index_select(-1, torch.as_tensor(idx, device=x.device))
+        if _is_tensor(x):
+            return x.index_select(-1, sys.modules['torch'].as_tensor(idx, device=x.device))
         return np.take(x, idx, axis=-1)
 
     # -- description ---------------------------------------------------------------

@@ -14,7 +14,17 @@ from atmos.io.stats import (
     normalize,
     save_stats,
 )
-from atmos.io.windows import Channel, WindowDataset, WindowSchema
+
+#: Names served lazily (their modules import torch; ``import atmos.io`` must not).
+_LAZY = {"Channel": "atmos.io.windows", "WindowDataset": "atmos.io.windows", "WindowSchema": "atmos.io.windows"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'atmos.io' has no attribute {name!r}")
 
 __all__ = [
     "CANONICAL_DIM_ORDER",

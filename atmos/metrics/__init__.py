@@ -46,8 +46,20 @@ from atmos.metrics.evaluation import (
 )
 from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
 from atmos.metrics.spectral import ZonalSpectrum, zonal_power_spectrum
+from atmos.metrics.stability import (
+    blowup_lead,
+    climate_diagnostics,
+    drift_per_year,
+    plot_climate_diagnostics,
+    spectrum_ratio,
+)
 
 __all__ = [
+    "blowup_lead",
+    "climate_diagnostics",
+    "drift_per_year",
+    "plot_climate_diagnostics",
+    "spectrum_ratio",
     "ACC",
     "CRPS",
     "HEADLINE_VARIABLES",

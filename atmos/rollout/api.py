@@ -16,11 +16,14 @@ rollout without decoders, and the diagnosed ones are NaN at lead 0.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -626,6 +629,8 @@ def rollout(
             dynamic_ncols=True,
         )
     status = None
+    stack = contextlib.ExitStack()
+    stack.enter_context(_sigterm_as_interrupt())
     try:
         for i, t0 in enumerate(inits):
             start = min(w.completed[i] for w in writers) if writers else 0
@@ -666,6 +671,7 @@ def rollout(
         status = f"failed: {err}"
         raise
     finally:
+        stack.close()
         if bar is not None:
             bar.close()
         for w in writers:
@@ -674,6 +680,24 @@ def rollout(
         with _quiet_zarr_ctx():
             return xr.open_zarr(str(out), consolidated=True)
     return _dataset_from_layout(lay, mem, {**attrs, "atmos_status": "complete"})
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what SLURM sends at a time limit, on preemption and on scancel) ends the rollout
+    like Ctrl-C: the stores record ``interrupted`` and their progress, and ``--resume`` continues."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _lazy_nan(shape: tuple[int, ...]):

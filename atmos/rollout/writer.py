@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from atmos.errors import ConfigError, DataError, SourceError
+from atmos.rollout.lock import StoreLock
 
 __all__ = ["ForecastWriter", "read_progress"]
 
@@ -84,9 +86,14 @@ class ForecastWriter:
         Leads already written per initial time.
     """
 
-    def __init__(self, path: str | os.PathLike, n_lead: int, completed: list[int]) -> None:
+    def __init__(
+        self, path: str | os.PathLike, n_lead: int, completed: list[int], lock: StoreLock | None = None
+    ) -> None:
         import zarr
 
+        self.lock = lock
+        if lock is not None:  # an abandoned writer (an exception, a dropped object) frees its store
+            weakref.finalize(self, lock.release)
         self.path = Path(path)
         self.n_lead = int(n_lead)
         self.completed = [int(c) for c in completed]
@@ -114,21 +121,16 @@ class ForecastWriter:
             or ``--overwrite``).
         """
         p = Path(path)
-        if p.exists():
-            if not overwrite:
-                raise ConfigError(
-                    f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
-                    "--overwrite (overwrite=True) to replace it, or choose another --out."
-                )
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
         for name, var in template.data_vars.items():
             if var.dims[:2] != ("time", "prediction_timedelta"):
                 raise DataError(
                     f"forecast variable {name!r} has dims {var.dims}; expected (time, prediction_timedelta, ...)."
                 )
+        if p.exists() and not overwrite:
+            raise ConfigError(
+                f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
+                "--overwrite (overwrite=True) to replace it, or choose another --out."
+            )
         n_init, n_lead = template.sizes["time"], template.sizes["prediction_timedelta"]
         tpl = template.copy()
         tpl.attrs.update(
@@ -142,22 +144,45 @@ class ForecastWriter:
             enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan)}
         enc.update({k: dict(v) for k, v in (encoding or {}).items()})
         p.parent.mkdir(parents=True, exist_ok=True)
-        with _quiet_zarr_ctx():
-            tpl.to_zarr(str(p), mode="w", compute=False, consolidated=True, encoding=enc)
-        return cls(p, n_lead, [0] * n_init)
+        lock = StoreLock(p).acquire()  # a second writer fails here, before anything is touched
+        tmp = p.with_name(f".{p.name}.creating-{os.getpid()}")
+        try:
+            if p.exists():  # re-checked under the lock
+                if not overwrite:
+                    raise ConfigError(
+                        f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
+                        "--overwrite (overwrite=True) to replace it, or choose another --out."
+                    )
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            # built beside the target and renamed into place: a kill during creation leaves no half store
+            with _quiet_zarr_ctx():
+                tpl.to_zarr(str(tmp), mode="w-", compute=False, consolidated=True, encoding=enc)
+            os.rename(tmp, p)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            lock.release()
+            raise
+        return cls(p, n_lead, [0] * n_init, lock)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> ForecastWriter:
         """Reopen a store to resume it (progress read from its attributes)."""
-        attrs = read_progress(path)
-        done = [int(c) for c in attrs["atmos_completed_leads"]]
-        n_init = len(done)
-        total = int(attrs["atmos_total_steps"])
-        if n_init == 0 or total % n_init:
-            raise SourceError(
-                f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite."
-            )
-        return cls(path, total // n_init, done)
+        lock = StoreLock(path).acquire()
+        try:
+            attrs = read_progress(path)
+            done = [int(c) for c in attrs["atmos_completed_leads"]]
+            n_init = len(done)
+            total = int(attrs["atmos_total_steps"])
+            if n_init == 0 or total % n_init:
+                raise SourceError(
+                    f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite."
+                )
+            return cls(path, total // n_init, done, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     # -- writing --------------------------------------------------------------------------------
     def _array(self, name: str) -> Any:
@@ -184,6 +209,8 @@ class ForecastWriter:
             a[init_index, lead_index] = np.asarray(arr, dtype=a.dtype)
         self.completed[init_index] = lead_index + 1
         self._set_progress("running")
+        if self.lock is not None:
+            self.lock.touch()
 
     def skip_to(self, init_index: int) -> int:
         """Leads already written for ``init_index``."""
@@ -207,7 +234,11 @@ class ForecastWriter:
         """Record the final status (``complete`` when every lead is written, unless given)."""
         if status is None:
             status = "complete" if all(c == self.n_lead for c in self.completed) else "interrupted"
-        self._set_progress(status)
+        try:
+            self._set_progress(status)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     @property
     def done(self) -> bool:
