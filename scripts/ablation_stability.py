@@ -54,12 +54,17 @@ LEADS_D = (1, 3, 5, 10)
 HEADLINE = ("z500", "t850", "t2m")
 
 
+#: Optimizer steps per epoch of the ablation runs (the default recipe uses 80; set by --steps-per-epoch).
+STEPS_PER_EPOCH = [80]
+
+
 def _overrides(variant: str, out: Path, stage: int) -> list[str]:
     base, extra1, extra2 = VARIANTS[variant]
     ov = [o for o in tsm.SAMPLE_OVERRIDES if not (variant == "unet_gru" and o.split("=")[0] in UNET_DROP)]
     ov = [o.replace(tsm.RUN_NAME, f"abl_{variant}") for o in ov]
     extra1 = [o for o in extra1 if o.split("=")[0] not in UNET_DROP]
-    ov += [f"output.dir={out}", *extra1, *(UNET_EXTRA if variant == "unet_gru" else [])]
+    ov += [f"output.dir={out}", f"schedule.max_steps_per_epoch={STEPS_PER_EPOCH[0]}", *extra1,
+           *(UNET_EXTRA if variant == "unet_gru" else [])]
     if stage == 2:
         ov += [o.replace(tsm.FINETUNE_NAME, f"abl_{variant}_ft") for o in tsm.FINETUNE_OVERRIDES] + list(extra2 or [])
     return ov
@@ -161,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="default")
     p.add_argument("--table", action="store_true", help="print the accumulated results as markdown")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps-per-epoch", type=int, default=80,
+                   help="optimizer steps per epoch in both stages (default 80 = the default recipe; 40 halves the budget)")
     args = p.parse_args(argv)
+    STEPS_PER_EPOCH[0] = args.steps_per_epoch
     os.environ.setdefault("ATMOS_DATA", str(args.data))
     import torch
 

@@ -61,6 +61,7 @@ SAMPLE_OVERRIDES = [
     "multistep.increment_every=2",
     "multistep.maximum=4",
     "multistep.gradient=detached",
+    "multistep.input_noise=0.05",
     "validation.samples=16",
     "validation.steps=4",
     "validation.every_epochs=2",

@@ -233,6 +233,13 @@ class MultistepConfig:
     maximum : int or None
         Largest K (anemoi's ``rollout.maximum``); None = ``steps``. Training windows
         always hold ``maximum`` targets, so the sample set is the same at every K.
+    input_noise : float
+        Noise injection for stability: the std, in normalized state units, of Gaussian
+        noise added to the input states of the first step of every training rollout
+        (the targets stay clean, so the model learns to pull perturbed states back
+        towards the data; validation and inference see no noise). 0 disables it. The
+        noise is drawn from a generator seeded by ``(seed, rank, global step)``, so a
+        resumed run draws the same noise.
     """
 
     steps: int = 1
@@ -241,6 +248,7 @@ class MultistepConfig:
     epoch_increment: int = 0
     increment_every: int = 1
     maximum: int | None = None
+    input_noise: float = 0.0
 
     def steps_at(self, epoch: int) -> int:
         """Rollout length K used in ``epoch`` (0-based)."""
@@ -681,6 +689,7 @@ def validate_config(cfg: TrainConfig) -> None:
     parse_gradient_mode(ms.gradient)
     _positive(ms.epoch_increment, "multistep.epoch_increment", allow_zero=True)
     _positive(ms.increment_every, "multistep.increment_every")
+    _positive(ms.input_noise, "multistep.input_noise", allow_zero=True)
     if ms.maximum is not None and ms.maximum < ms.steps:
         raise ConfigError(f"multistep.maximum ({ms.maximum}) is smaller than multistep.steps ({ms.steps}).")
     if ms.step_weights is not None:

@@ -903,8 +903,15 @@ class _Trainer:
         def chunk_ctx(last: bool):
             return contextlib.nullcontext() if (last or not ddp) else self.ddp.no_sync()
 
+        inputs = b["inputs"]
+        sigma = self.cfg.multistep.input_noise
+        if sigma > 0:
+            gen = torch.Generator(device=inputs.device)
+            gen.manual_seed(int(self.cfg.seed) * 1_000_003 + 7919 * self.info.rank + self.global_step)
+            noise = torch.randn(inputs.shape, generator=gen, device=inputs.device, dtype=inputs.dtype)
+            inputs = inputs + sigma * noise
         res = rollout(
-            step, b["inputs"], K, chunk=self.chunk, targets=b["targets"], loss_fn=self.criterion,
+            step, inputs, K, chunk=self.chunk, targets=b["targets"], loss_fn=self.criterion,
             step_weights=self.cfg.multistep.step_weights, backward=lambda l: self.scaler.scale(l).backward(),
             chunk_context=chunk_ctx,
         )

@@ -102,14 +102,16 @@ def test_fit_writes_a_complete_checkpoint_and_load_model_rebuilds_it(tiny_config
     assert ",6.0," in val[1] or ",6," in val[1]
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config):
-    """Interrupt mid-epoch (with dropout, EMA and a K curriculum in play), resume, compare every tensor."""
+@pytest.mark.parametrize("input_noise", [0.0, 0.1])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config, input_noise):
+    """Interrupt mid-epoch (with dropout, EMA, a K curriculum and noise injection in play), resume, compare."""
     sections = {
         "model": {"name": "vit", "params": {"embed_dim": 16, "depth": 2, "num_heads": 2, "window_size": [2, 2],
                                          "dropout": 0.2}},
         "optimizer": {"lr": 3e-3, "ema_decay": 0.9},
         "schedule": {"epochs": 2, "warmup_steps": 2, "max_steps_per_epoch": 3},
-        "multistep": {"steps": 1, "maximum": 2, "epoch_increment": 1, "gradient": "full"},
+        "multistep": {"steps": 1, "maximum": 2, "epoch_increment": 1, "gradient": "full",
+                      "input_noise": input_noise},
         "validation": {"samples": 2, "steps": 1},
     }
     ref = fit(tiny_config(**sections, output={"name": "ref", "progress": False}))
