@@ -8,13 +8,14 @@ SPEEDY-physics GCM run via jcm, not observations) with atmos's own training code
 (:func:`atmos.train.fit`) in two stages:
 
 1. 10 epochs x 80 steps, batch 8, multi-step curriculum K = 1, 1, 2, 2, 3, 3, 4, 4, 4, 4 (gradients
-   detached between steps), AdamW lr 2e-3 with warm-up and cosine decay;
-2. continuing that run (``fit(..., resume=stage-1 run)``): 3 epochs x 64 steps of 12-step
+   detached between steps), Gaussian noise of 0.05 std (normalized units) on the first input of
+   every rollout (``multistep.input_noise``), AdamW lr 2e-3 with warm-up and cosine decay;
+2. continuing that run (``fit(..., resume=stage-1 run)``): 3 epochs x 80 steps of 12-step
    (3-day) rollouts, batch 4, for long-lead skill.
 
 ``atmos rollout`` uses it when no ``--model`` is given.
 
-    python scripts/train_sample_model.py --out /tmp/sample_runs        # ~20-25 min on 2 shared CPU cores
+    python scripts/train_sample_model.py --out /tmp/sample_runs        # ~15 min (measured 14.7) on 1 thread
     python scripts/train_sample_model.py --out /tmp/sample_runs --stage 2   # redo only the fine-tuning
     python scripts/train_sample_model.py --copy-only /tmp/sample_runs/sample_vit_speedy_ft
     python scripts/train_sample_model.py --evaluate                     # score the embedded model
@@ -71,8 +72,8 @@ SAMPLE_OVERRIDES = [
 
 #: Stage 2: continue the stage-1 run (weights, optimizer and schedule state, via ``fit(resume=...)``)
 #: for three more epochs of 12-step rollouts (3 days at 6 h), batch 4, gradients detached between
-#: steps. The cosine schedule is recomputed for 9 epochs of 64 steps, so the learning rate restarts at
-#: about 0.28 x 2e-3 and decays to 1e-5 (stage 1 ends at step 384 of the new 576).
+#: steps. The cosine schedule is recomputed for 13 epochs of 80 steps, so the learning rate restarts
+#: where step 800 of the new 1040 lies on it and decays to 1e-5.
 FINETUNE_NAME = f"{RUN_NAME}_ft"
 FINETUNE_OVERRIDES = [
     f"output.name={FINETUNE_NAME}",

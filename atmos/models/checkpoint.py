@@ -111,15 +111,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"no atmos checkpoint under {str(path)!r}: expected a folder with {META_FILE} and {MODEL_FILE}, "
             "a run folder with checkpoints/, or checkpoints/LATEST."
         )
-    meta = json.loads((ckpt / META_FILE).read_text())
-    if meta.get("format") != "atmos-checkpoint":
+    try:
+        meta = json.loads((ckpt / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SourceError(
+            f"{str(ckpt / META_FILE)!r} cannot be read as JSON ({err}); the checkpoint is truncated or damaged. "
+            "Use another checkpoint of the run (checkpoints/step-*) or copy it again."
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != "atmos-checkpoint":
+        meta = meta if isinstance(meta, dict) else {}
         raise SourceError(f"{str(ckpt / META_FILE)!r} is not an atmos checkpoint (format={meta.get('format')!r}).")
     if int(meta.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
         raise SourceError(
             f"checkpoint {str(ckpt)!r} has format version {meta.get('format_version')}, newer than this atmos "
             f"supports ({CHECKPOINT_FORMAT_VERSION}); upgrade atmos."
         )
-    state = load_file(str(ckpt / MODEL_FILE), device=str(map_location))
+    try:
+        state = load_file(str(ckpt / MODEL_FILE), device=str(map_location))
+    except Exception as err:  # safetensors raises SafetensorError / OSError for truncated or empty files
+        raise SourceError(
+            f"the weights {str(ckpt / MODEL_FILE)!r} cannot be read ({type(err).__name__}: {err}); the file is "
+            "truncated or damaged. Use another checkpoint of the run (checkpoints/step-*) or copy it again."
+        ) from None
     return Checkpoint(ckpt, meta, state)
 
 
@@ -128,7 +141,14 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
     ckpt = find_checkpoint(path)
     if ckpt is None or not (ckpt / STATE_FILE).is_file():
         return None
-    return torch.load(ckpt / STATE_FILE, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(ckpt / STATE_FILE, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, or a pickle that weights_only refuses
+        raise SourceError(
+            f"the training state {str(ckpt / STATE_FILE)!r} cannot be loaded safely ({type(err).__name__}); it is "
+            "truncated, damaged or holds pickled objects (atmos never loads those: weights_only=True). Resume "
+            "from another checkpoint of the run, or start the run again with output.overwrite=true."
+        ) from None
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -146,7 +166,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
     ckpt = load_checkpoint(path, map_location)
     model = build(ckpt.meta["model"]["name"], **ckpt.meta["model"]["params"])
-    missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    except RuntimeError as err:  # shapes in checkpoint.json do not match the weights
+        raise SourceError(
+            "the checkpoint's weights do not fit the model its checkpoint.json describes "
+            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}); "
+            "checkpoint.json and model.safetensors come from different runs or one was edited."
+        ) from None
     if missing or unexpected:
         raise ConfigError(
             f"checkpoint {str(ckpt.path)!r} does not match model {ckpt.meta['model']['name']!r}: "
@@ -218,7 +245,14 @@ def load_decoder(
     from atmos.models.registry import build
 
     model = build(meta["model"]["name"], **meta["model"]["params"])
-    missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
+    except RuntimeError as err:  # shapes in checkpoint.json do not match the weights
+        raise SourceError(
+            "the checkpoint's weights do not fit the model its checkpoint.json describes "
+            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}); "
+            "checkpoint.json and model.safetensors come from different runs or one was edited."
+        ) from None
     if missing or unexpected:
         raise ConfigError(
             f"decoder checkpoint {str(ckpt.path)!r} does not match its config: missing weights {missing[:8]}, "

@@ -656,7 +656,14 @@ class Forecaster:
         folder, meta, weights = load_checkpoint_files(path)
         mm = meta.get("model", {})
         model = build(mm["name"], **mm.get("params", {}))
-        missing, unexpected = model.load_state_dict(weights, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # shapes in checkpoint.json do not match the weights
+            raise SourceError(
+                "the checkpoint's weights do not fit the model its checkpoint.json describes "
+                f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}); "
+                "checkpoint.json and model.safetensors come from different runs or one was edited."
+            ) from None
         if missing or unexpected:
             raise SourceError(
                 f"checkpoint {str(folder)!r} does not match model {mm.get('name')!r}: missing weights "

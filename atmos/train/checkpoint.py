@@ -226,6 +226,7 @@ def save_checkpoint(
         if training_state is not None:
             torch.save(dict(training_state), tmp / STATE_FILE)
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~_umask())  # safetensors writes 0600; others on a cluster must read the weights
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 
@@ -41,23 +43,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, cfg: dict, port: int) -> None:
-    """One DDP rank (forked): the environment torchrun would set, then the ordinary CLI entry point."""
-    import dask
+def _torchrun_train(cfg: dict, nproc: int) -> None:
+    """Run ``atmos train`` under ``torchrun`` exactly as a user would (fresh processes, no fork).
 
-    torch.set_num_threads(1)  # also keeps the forked OpenMP runtime out of play
-    dask.config.set(scheduler="synchronous")  # no thread pool inherited from the parent
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    os.environ.pop("ATMOS_DEADLINE", None)
-    path = Path(cfg["output"]["dir"]) / f"ddp-{rank}.yaml"
+    A timeout turns a hung rendezvous or collective into a failed test instead of a stuck CI job.
+    """
+    path = Path(cfg["output"]["dir"]) / "ddp.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg))
-    from atmos.cli.train import main
-
-    code = main([str(path), "--no-progress", "--log-level", "WARNING"])
-    if code != 0:
-        raise RuntimeError(f"rank {rank}: atmos train exited with {code}")
+    env = {k: v for k, v in os.environ.items() if k != "ATMOS_DEADLINE"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
+           "-m", "atmos.cli.main", "train", str(path), "--no-progress", "--log-level", "WARNING"]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun did not finish in 300 s:\n{err.stdout}\n{err.stderr}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_ddp_two_gloo_processes_match_a_single_process(tiny_config):
@@ -69,7 +72,7 @@ def test_ddp_two_gloo_processes_match_a_single_process(tiny_config):
     }
     data = tiny_config()["data"]
     ddp_cfg = tiny_config(**sections, data={**data, "batch_size": 2}, output={"name": "ddp", "progress": False})
-    mp.start_processes(_ddp_worker, args=(ddp_cfg, _free_port()), nprocs=2, start_method="fork", join=True)
+    _torchrun_train(ddp_cfg, nproc=2)
     ddp_run = Path(ddp_cfg["output"]["dir"]) / "ddp"
     state = load_training_state(ddp_run)
     assert state["sampler"]["world_size"] == 2 and len(state["rng"]) == 2
