@@ -47,9 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        output = getattr(args, "output", None)
+        if isinstance(output, str) and output:  # every -o/--output is checked before any work
+            from atmos.io.paths import check_writable
+
+            check_writable(output, "the output", hint="Choose another -o/--output")
         return int(args.func(args) or 0)
     except AtmosError as err:
         print(f"atmos {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file-system failure no check foresaw (disk full, permissions, quota)
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"atmos {args.command}: error: {err.strerror or err}{where}. Check the path, its permissions and the "
+            "free space, then rerun.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"atmos {args.command}: interrupted", file=sys.stderr)

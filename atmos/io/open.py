@@ -535,6 +535,11 @@ def open_dataset(
         ds = source
         label = source.attrs.get("atmos_source")
     else:
+        if isinstance(source, (str, os.PathLike)) and not str(os.fspath(source)).strip():
+            raise SourceError(
+                "the data source is an empty string; pass a catalog name (atmos catalog list), a path to a "
+                "zarr store or netCDF file(s), or a URL."
+            )
         target, label, entry_kw = _resolve_source(source)
         so.update(entry_kw.pop("storage_options", {}) or {})
         entry_style = entry_kw.pop("style", None)

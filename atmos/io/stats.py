@@ -297,7 +297,7 @@ def _variable_stats(
         )
         total = total + bparts.sum(axis=axes)
     ref_k = ref.reshape([x.sizes[d] for d in kept]) if kept else ref.reshape(())
-    rref_k = rref.reshape([x.sizes[d] for d in kept]) if kept else rref.reshape(())
+    rref_k = (rref.reshape([x.sizes[d] for d in kept]) if kept else rref.reshape(())) if residual else None
     with np.errstate(invalid="ignore", divide="ignore"):
         m1 = total[..., 1] / total[..., 0]
         var = da.maximum(total[..., 2] / total[..., 0] - m1 * m1, 0.0)
@@ -561,6 +561,11 @@ def stat_values(
 
 
 def _apply(ds, stats, kind, inverse, variables):
+    if not isinstance(stats, xr.Dataset):
+        raise DataError(
+            f"stats must be an xarray.Dataset from atmos.io.compute_stats / load_stats, got {type(stats).__name__}."
+        )
+    _check_layout(stats, "the stats argument")
     single = isinstance(ds, xr.DataArray)
     if single:
         if ds.name is None:

@@ -35,6 +35,7 @@ from torch import nn
 
 from atmos.errors import ConfigError, DataError
 from atmos.grids import Grid, HealpixGrid
+from atmos.io.paths import check_writable
 from atmos.rollout.engine import (
     ChannelInfo,
     Forecaster,
@@ -542,9 +543,15 @@ def rollout(
 
     ds = _open_data(data, fc)
     ctx = fc._context(ds, np.datetime64(inits[0].to_datetime64(), "ns"), forcings)
+    for t0 in inits:  # every initial time is checked before anything is written
+        fc.check_init(ctx.data_times, t0)
     leads = (np.arange(n_lead) * out_step.to_timedelta64()).astype("timedelta64[ns]")
     lay = _layout(fc, ctx, inits, leads, members, native=False)
     native_lay = _layout(fc, ctx, inits, leads, members, native=True) if native_out is not None else None
+    for path, lo in ((out, lay), (native_out, native_lay)):
+        if path is not None:  # uncompressed float32 size against the free space
+            check_writable(path, "the forecast", nbytes=_nbytes(lo), hint="Choose another --out",
+                           space_hint="Shorten --days, pass a coarser --step, or choose another --out")
 
     from atmos import __version__
 
@@ -606,8 +613,22 @@ def rollout(
         tpl = _dataset_from_layout(lo, {n: _lazy_nan(v["shape"]) for n, v in lo.variables.items()}, at)
         return ForecastWriter.create(path, tpl, overwrite=overwrite, encoding=_encoding(lo))
 
-    main_w = open_writer(Path(out), lay, attrs) if out is not None else None
-    native_w = open_writer(Path(native_out), native_lay, native_attrs) if native_lay is not None else None
+    created: list[ForecastWriter] = []  # stores this call made (not resumed ones)
+
+    def open_new(path: Path, lo: _Layout, at: dict[str, Any]) -> ForecastWriter:
+        resumed = resume and path.exists()
+        w = open_writer(path, lo, at)
+        if not resumed:
+            created.append(w)
+        return w
+
+    main_w = open_new(Path(out), lay, attrs) if out is not None else None
+    try:
+        native_w = open_new(Path(native_out), native_lay, native_attrs) if native_lay is not None else None
+    except BaseException:
+        if main_w is not None:
+            main_w.discard() if main_w in created else main_w.close()
+        raise
     writers = [w for w in (main_w, native_w) if w is not None]
     mem = (
         None
@@ -629,6 +650,7 @@ def rollout(
             dynamic_ncols=True,
         )
     status = None
+    failed = False
     stack = contextlib.ExitStack()
     stack.enter_context(_sigterm_as_interrupt())
     try:
@@ -667,15 +689,18 @@ def rollout(
     except KeyboardInterrupt:
         status = "interrupted"
         raise
-    except DataError as err:
-        status = f"failed: {err}"
+    except BaseException as err:
+        status, failed = f"failed: {err}", True
         raise
     finally:
         stack.close()
         if bar is not None:
             bar.close()
         for w in writers:
-            w.close(status)
+            if failed and w in created and not any(w.completed):
+                w.discard()  # nothing written: leave nothing behind, the corrected rerun starts clean
+            else:
+                w.close(status)  # a failed store is replaced by a plain rerun (see ForecastWriter.create)
     if main_w is not None:
         with _quiet_zarr_ctx():
             return xr.open_zarr(str(out), consolidated=True)
@@ -703,5 +728,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _lazy_nan(shape: tuple[int, ...]):
     import dask.array as da
 
-    chunks = (1, 1) + tuple(shape[2:])
-    return da.full(shape, np.nan, dtype=np.float32, chunks=chunks)
+    # one dask chunk: the template is never computed (to_zarr(compute=False) writes metadata only),
+    # so a graph of one task per zarr chunk would only cost time (minutes for 100k leads)
+    return da.full(shape, np.nan, dtype=np.float32, chunks=shape)
+
+
+def _nbytes(lay: _Layout) -> int:
+    return int(sum(4 * int(np.prod(v["shape"])) for v in lay.variables.values()))

@@ -999,23 +999,56 @@ class Forecaster:
             raise ConfigError(f"members must be an integer >= 1, got {members!r}.")
         t0 = np.datetime64(pd.Timestamp(init).to_datetime64(), "ns")
         ctx = context if context is not None else self._context(data, t0, forcings)
-        times = pd.DatetimeIndex(
-            [t0 - k * self.step.to_timedelta64() for k in range(self.history - 1, -1, -1)]
-        )
-        miss = times.difference(ctx.data_times)
-        if len(miss):
-            span = f"{ctx.data_times[0]} .. {ctx.data_times[-1]}" if len(ctx.data_times) else "no time steps"
-            raise DataError(
-                f"initial time {pd.Timestamp(t0)} needs the data at {list(map(str, times))} (history of "
-                f"{self.history} step(s) of {self.step}), but {list(map(str, miss))} are not in the data "
-                f"({span}). Choose an --init inside the data's period."
-            )
+        times = self.check_init(ctx.data_times, t0)
         raw = torch.from_numpy(self._read(ctx.ds, self.channels["inputs"], times)).to(self.device)
         hist = self._normalize(ctx.to_model(raw), self.channels["inputs"])  # [H, C, *grid]
         hist = hist.unsqueeze(0).expand(members, *hist.shape).clone()
         if perturbation is not None and perturbation.scale > 0:
             hist = hist + self._noise(hist.shape, perturbation, seed, members)
         return RolloutState(history=hist, time=t0, init=t0, step=0, carry=None, context=ctx)
+
+    def check_init(self, data_times: pd.DatetimeIndex, init: Any) -> pd.DatetimeIndex:
+        """The input times an initial time needs (its history window), checked against the data.
+
+        Parameters
+        ----------
+        data_times : pandas.DatetimeIndex
+            The time coordinate of the initial-condition data.
+        init : datetime-like
+
+        Returns
+        -------
+        pandas.DatetimeIndex
+            The ``history`` times ``init - (history-1) step .. init``.
+
+        Raises
+        ------
+        DataError
+            A needed time is not in the data: the message says whether ``init`` lies off the data's
+            time grid (and names the nearest valid times) or outside its period.
+        """
+        t0 = pd.Timestamp(init)
+        times = pd.DatetimeIndex([t0 - k * self.step for k in range(self.history - 1, -1, -1)])
+        miss = times.difference(data_times)
+        if not len(miss):
+            return times
+        if not len(data_times):
+            raise DataError(f"initial time {t0} cannot be used: the data have no time steps.")
+        span = f"{data_times[0]} .. {data_times[-1]}"
+        if data_times[0] <= t0 <= data_times[-1] and t0 not in data_times:
+            j = int(data_times.searchsorted(t0))
+            near = [str(data_times[k]) for k in (j - 1, j) if 0 <= k < len(data_times)]
+            steps = np.unique(np.diff(data_times.values[:50]))
+            grid = f"every {pd.Timedelta(steps[0])}" if len(steps) == 1 else "its time steps"
+            raise DataError(
+                f"initial time {t0} is inside the data's period ({span}) but not on its time grid ({grid}); "
+                f"the nearest valid times are {' and '.join(near)}. Choose an --init on the grid."
+            )
+        raise DataError(
+            f"initial time {t0} needs the data at {list(map(str, times))} (history of "
+            f"{self.history} step(s) of {self.step}), but {list(map(str, miss))} are not in the data "
+            f"({span}). Choose an --init inside the data's period."
+        )
 
     def _noise(self, shape: torch.Size, pert: Perturbation, seed: int, members: int) -> torch.Tensor:
         b, _, c = shape[:3]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from atmos.errors import SourceError
+from atmos.errors import ConfigError, SourceError
 
 __all__ = ["LEADS_H", "RTOL", "SCORECARD_FILE", "ValidationReport", "compute_scorecard", "validate_sample", "write_scorecard"]
 
@@ -116,6 +116,8 @@ def _scorecard_path(model: Any) -> Path:
 def validate_sample(model: Any = None, data: Any = None, rtol: float = RTOL) -> ValidationReport:
     """Compare a fresh scorecard of ``model`` (default: the embedded sample) with the one
     committed beside its checkpoint (``scorecard.json``)."""
+    if not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
+        raise ConfigError(f"rtol must be a number between 0 and 1 (default {RTOL:g}), got {rtol!r}.")
     path = _scorecard_path(model)
     if not path.is_file():
         raise SourceError(

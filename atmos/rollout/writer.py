@@ -126,7 +126,7 @@ class ForecastWriter:
                 raise DataError(
                     f"forecast variable {name!r} has dims {var.dims}; expected (time, prediction_timedelta, ...)."
                 )
-        if p.exists() and not overwrite:
+        if p.exists() and not overwrite and not _replaceable(p):
             raise ConfigError(
                 f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
                 "--overwrite (overwrite=True) to replace it, or choose another --out."
@@ -142,13 +142,14 @@ class ForecastWriter:
         enc: dict[str, dict[str, Any]] = {}
         for name, var in tpl.data_vars.items():
             enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan)}
-        enc.update({k: dict(v) for k, v in (encoding or {}).items()})
+        for k, v in (encoding or {}).items():  # merged: the chunking above always holds
+            enc[str(k)] = {**enc.get(str(k), {}), **dict(v)}
         p.parent.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(p).acquire()  # a second writer fails here, before anything is touched
         tmp = p.with_name(f".{p.name}.creating-{os.getpid()}")
         try:
             if p.exists():  # re-checked under the lock
-                if not overwrite:
+                if not overwrite and not _replaceable(p):
                     raise ConfigError(
                         f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
                         "--overwrite (overwrite=True) to replace it, or choose another --out."
@@ -240,9 +241,28 @@ class ForecastWriter:
             if self.lock is not None:
                 self.lock.release()
 
+    def discard(self) -> None:
+        """Delete the store (still holding its lock, so no other writer sees it half gone), then
+        release the lock. For a run that fails before writing anything: it leaves nothing behind."""
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
     @property
     def done(self) -> bool:
         return all(c == self.n_lead for c in self.completed)
+
+
+def _replaceable(path: Path) -> bool:
+    """A store that a plain rerun may replace: written by atmos rollout and marked ``failed``
+    (its settings or data were wrong; keeping it would only block the corrected run)."""
+    try:
+        status = str(read_progress(path).get("atmos_status", ""))
+    except SourceError:
+        return False
+    return status.startswith("failed")
 
 
 class _quiet_zarr_ctx:

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from atmos.errors import ConfigError, DataError
+from atmos.io.paths import check_writable
 from atmos.train import checkpoint as ckpt_io
 from atmos.train import distributed as dist_utils
 from atmos.train.config import TrainConfig, config_to_dict, load_config, parse_gradient_mode, save_config
@@ -1250,6 +1251,8 @@ def fit(
     FitResult
     """
     cfg = load_config(config, overrides)
+    check_writable(Path(cfg.output.dir) / str(cfg.output.name or "run"), "output.dir",
+                   hint="Set output.dir to a writable folder")
     if cfg.task != "forecast":
         if resume not in (None, False):
             raise ConfigError(

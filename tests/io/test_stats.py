@@ -332,3 +332,21 @@ def test_real_speedy_world_stats():
     assert st["geopotential"].sel(statistic="residual_std", level=500) < st["geopotential"].sel(
         statistic="std", level=500
     )
+
+
+def test_stats_of_one_time_step_equal_those_of_a_length_one_series():
+    """A dataset without a time dim (``isel(time=0)``) has the state statistics of a one-step series."""
+    ds = mock_era5(periods=4, canonical=True, variables=["temperature", "2m_temperature"])
+    a = compute_stats(ds.isel(time=0)).compute()
+    b = compute_stats(ds.isel(time=[0])).compute()
+    for name in ("temperature", "2m_temperature"):
+        np.testing.assert_allclose(a[name].sel(statistic=["mean", "std"]), b[name].sel(statistic=["mean", "std"]))
+        assert np.isnan(a[name].sel(statistic="residual_std")).all()
+
+
+def test_normalize_with_a_dataset_that_is_not_statistics_is_a_clear_error():
+    ds = mock_era5(periods=2, canonical=True, variables=["2m_temperature"])
+    with pytest.raises(DataError, match="not an atmos statistics dataset"):
+        normalize(ds, ds)
+    with pytest.raises(DataError, match="got DataArray"):
+        normalize(ds, ds["2m_temperature"])
