@@ -181,6 +181,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from atmos.io import open_dataset
+    from atmos.io.check import decode_guard
     from atmos.metrics import (
         evaluate,
         format_scorecard,
@@ -195,7 +196,11 @@ def _run_forecast(args: argparse.Namespace) -> int:
         raise ConfigError(f"--truth takes one catalog name or path when scoring a FORECAST, got {args.truth}.")
     if args.climatology and args.climatology_source:
         raise ConfigError("pass either --climatology or --climatology-source, not both.")
-    fc = open_forecast(args.forecast)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        fc = open_forecast(args.forecast)
+    for w in caught:
+        print(f"note: {w.message}")
     truth = open_dataset(args.truth[0])
     specs = resolve_variables(args.variables, fc, truth)
     clim = None
@@ -219,8 +224,9 @@ def _run_forecast(args: argparse.Namespace) -> int:
     name = args.name or Path(str(args.forecast).rstrip("/")).stem
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
-                          variables=[s.label for s in specs], regions=regions, name=name)
+        with decode_guard([fc, truth], what="the forecast or the truth"):
+            scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
+                              variables=[s.label for s in specs], regions=regions, name=name)
     for w in caught:
         print(f"note: {w.message}")
     leads = None

@@ -14,6 +14,7 @@ from atmos.errors import AtmosError
 COMMANDS: dict[str, str] = {
     "baseline": "atmos.cli.baseline",
     "catalog": "atmos.cli.catalog",
+    "check": "atmos.cli.check",
     "climatology": "atmos.cli.climatology",
     "downscale": "atmos.cli.downscale",
     "evaluate": "atmos.cli.evaluate",

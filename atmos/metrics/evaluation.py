@@ -40,6 +40,7 @@ from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, 
 from atmos.metrics.spectral import ZonalSpectrum
 
 __all__ = [
+    "IncompleteForecastWarning",
     "BASELINES",
     "HEADLINE_VARIABLES",
     "METRICS",
@@ -236,7 +237,21 @@ def open_forecast(path: str | Path) -> xr.Dataset:
             ds = xr.open_zarr(p, decode_timedelta=True)
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read forecast {p!r} ({err}); expected a zarr store or a netCDF file.") from err
+    status = ds.attrs.get("atmos_status")
+    if status is not None and status != "complete":
+        warnings.warn(
+            f"the forecast {p!r} is not complete (atmos_status {status!r}: {ds.attrs.get('atmos_completed_steps')} "
+            f"of {ds.attrs.get('atmos_total_steps')} leads written); the leads not written are NaN and score as NaN. "
+            "Complete it with `atmos rollout ... --resume`.",
+            IncompleteForecastWarning,
+            stacklevel=2,
+        )
+    ds.encoding.setdefault("source", p)
     return as_forecast(ds, p)
+
+
+class IncompleteForecastWarning(UserWarning):
+    """A forecast store whose rollout did not finish (interrupted or failed) is being read."""
 
 
 def as_forecast(ds: xr.Dataset, what: str = "forecast") -> xr.Dataset:

@@ -48,6 +48,7 @@ from torch import nn
 
 from atmos.errors import ConfigError, DataError, SourceError
 from atmos.grids import Grid, HealpixGrid, LatLonGrid, grid_from_dict
+from atmos.io.check import decode_guard
 from atmos.io.forcings import DERIVED_FORCINGS
 from atmos.models.checkpoint import weights_hash
 
@@ -859,6 +860,12 @@ class Forecaster:
         from atmos.io.coords import spatial_dims
 
         sdims = spatial_dims(ds)
+        with decode_guard(ds, sorted({c.variable for c in chans}), "the input data"):
+            return self._read_channels(ds, chans, times, sdims)
+
+    def _read_channels(
+        self, ds: xr.Dataset, chans: list[ChannelInfo], times: pd.DatetimeIndex | None, sdims: tuple[str, ...]
+    ) -> np.ndarray:
         out = None
         for k, c in enumerate(chans):
             x = ds[c.variable]
