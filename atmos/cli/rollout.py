@@ -116,6 +116,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="lightweight decoder checkpoint (atmos train, task: decoder) adding variables diagnosed from the "
         "model's latent, e.g. total_precipitation_6hr; repeatable; must be trained on this --model",
     )
+    p.add_argument(
+        "--assume-units",
+        action="append",
+        default=None,
+        metavar="VAR=UNITS",
+        help="declare the units of a data variable whose units attribute is missing or wrong (e.g. t2m=degC, "
+        "z=m for geopotential height); converted to canonical units; repeatable",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -203,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         forcings=args.forcings,
         device=args.device,
         progress=not args.no_progress and sys.stderr.isatty(),
+        assume_units=_parse_units(args.assume_units),
     )
     n_init = ds.sizes["time"]
     ens = f" x {ds.sizes['member']} members" if "member" in ds.dims else ""
@@ -232,3 +241,15 @@ def _forcing_summary(ds) -> str:
     if not notes:
         return "none"
     return "; ".join(f"{k}: {v}" for k, v in notes.items())
+
+
+def _parse_units(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        var, sep, units = item.partition("=")
+        if not sep or not var.strip() or not units.strip():
+            raise ConfigError(f"--assume-units takes VAR=UNITS (e.g. t2m=degC), got {item!r}.")
+        out[var.strip()] = units.strip()
+    return out

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 import yaml
 
@@ -38,6 +39,7 @@ __all__ = [
     "CANONICAL_STYLE",
     "StyleEntry",
     "UnitsWarning",
+    "check_plausible",
     "canonical_variables",
     "convert_units",
     "coordinate_spec",
@@ -91,6 +93,7 @@ class _Names:
     conversions: dict[tuple[tuple, tuple], tuple[float, float]]
     styles: dict[str, dict[str, StyleEntry]]
     descriptions: dict[str, str] = field(default_factory=dict)
+    plausible: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _names_text() -> str:
@@ -114,6 +117,7 @@ def load_names() -> _Names:
         equivalent=equivalent,
         conversions={},
         styles={},
+        plausible={str(k): (float(v[0]), float(v[1])) for k, v in (raw.get("plausible") or {}).items()},
     )
     for conv in raw["units"]["conversions"]:
         key = (_parse_units(str(conv["from"]), equivalent), _parse_units(str(conv["to"]), equivalent))
@@ -242,7 +246,7 @@ def convert_units(da: xr.DataArray, target: str) -> xr.DataArray | None:
         return None
     scale, offset = conv
     out = da * scale + offset if offset else da * scale
-    out.attrs = {**da.attrs, "units": target}
+    out.attrs = {**da.attrs, "units": target, "atmos_converted_from_units": str(src)}
     out.encoding = dict(da.encoding)
     return out
 
@@ -379,3 +383,67 @@ def _fix_units(name: str, da: xr.DataArray, on_units: str) -> xr.DataArray:
     if on_units == "warn":
         warnings.warn(msg, UnitsWarning, stacklevel=4)
     return da
+
+
+# -- plausibility ----------------------------------------------------------------------
+#: Suggestions when values fall outside the plausible range: (transform, what the data probably are).
+_UNIT_SUSPECTS: dict[str, list[tuple[Any, str]]] = {
+    "K": [(lambda v: v + 273.15, "degC")],
+    "m2 s-2": [(lambda v: v * 9.80665, "m (geopotential height)"), (lambda v: v * 98.0665, "dam")],
+    "Pa": [(lambda v: v * 100.0, "hPa"), (lambda v: v * 1000.0, "kPa")],
+    "kg kg-1": [(lambda v: v * 0.001, "g kg-1")],
+    "1": [(lambda v: v * 0.01, "%")],
+}
+
+
+#: Fraction of values that may lie outside the plausible range before the data are refused.
+PLAUSIBLE_TOLERANCE = 0.01
+
+
+def check_plausible(name: str, values: np.ndarray, where: str = "") -> None:
+    """Raise if ``values`` of canonical variable ``name`` (canonical units) are physically implausible.
+
+    Parameters
+    ----------
+    name : str
+        Canonical variable name; variables without a range in ``names.yaml`` (``plausible:``)
+        are not checked.
+    values : numpy.ndarray
+        Values in the canonical units (non-finite values are ignored here).
+    where : str
+        Added to the message (e.g. the channel and time).
+
+    Raises
+    ------
+    DataError
+        More than :data:`PLAUSIBLE_TOLERANCE` of the finite values outside the range: the message
+        names the range found, the range expected,
+        the units the data probably are in, and the fix (correct the ``units`` attribute, or
+        declare the units with ``--assume-units VAR=UNITS`` / ``open_dataset(units=...)``).
+    """
+    names = load_names()
+    rng = names.plausible.get(str(name))
+    if rng is None:
+        return
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    outside = float(np.mean((v < rng[0]) | (v > rng[1])))
+    if outside <= PLAUSIBLE_TOLERANCE:  # a stray value (a model glitch) is not a units error
+        return
+    lo, hi = (float(q) for q in np.percentile(v, [1, 99]))
+    units = names.canonical[str(name)]["units"]
+    guess = ""
+    for fn, what in _UNIT_SUSPECTS.get(str(units), []):
+        a, b = fn(lo), fn(hi)
+        if rng[0] <= min(a, b) and max(a, b) <= rng[1]:
+            guess = f" The values fit data in {what} labelled {units!r}."
+            break
+    raise DataError(
+        f"{name!r}{where} has {100 * outside:.3g}% of its values outside the plausible range {rng[0]:g} .. {rng[1]:g} "
+        f"{units} for canonical {name!r} (1st-99th percentile {lo:.6g} .. {hi:.6g}).{guess} "
+        "Fix the variable's units attribute so that atmos converts it, "
+        f"or declare its units: atmos rollout --assume-units {name}=UNITS (open_dataset(units={{{name!r}: ...}}))."
+    )

@@ -476,6 +476,7 @@ def open_dataset(
     engine: str | None = None,
     style: str | None = None,
     on_units: str = "warn",
+    units: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Open a data cube lazily in the canonical atmos layout.
@@ -509,6 +510,10 @@ def open_dataset(
         xarray backend (``"zarr"``, ``"netcdf4"``, ``"h5netcdf"``...); guessed when None.
     style, on_units
         Passed to :func:`canonicalize`.
+    units
+        Declared units per variable (names as in the data), e.g. ``{"t2m": "degC"}``: they replace
+        the ``units`` attributes before the conversion to canonical units (for data whose
+        attributes are missing or wrong).
     **kwargs
         Passed to ``xarray.open_dataset`` / ``open_mfdataset`` (e.g. ``decode_timedelta``).
 
@@ -556,6 +561,14 @@ def open_dataset(
             if chunks != "store":
                 open_kw["chunks"] = {}
         ds = _open_target(target, label, so, open_kw)
+    if units:
+        missing = sorted(set(units) - set(map(str, ds.data_vars)))
+        if missing:
+            raise DataError(
+                f"units declared for {missing}, which are not variables of the data; it has "
+                f"{sorted(map(str, ds.data_vars))}. Use the names as they are in the data."
+            )
+        ds = ds.assign({k: ds[k].assign_attrs(units=str(v)) for k, v in units.items()})
     ds = canonicalize(ds, style, on_units=on_units, source=label)
     if chunks not in (None, "store"):
         try:

@@ -331,10 +331,10 @@ def _encoding(lay: _Layout) -> dict[str, dict[str, Any]]:
 # =============================================================================================
 
 
-def _open_data(data: Any, fc: Forecaster) -> xr.Dataset:
+def _open_data(data: Any, fc: Forecaster, units: Mapping[str, str] | None = None) -> xr.Dataset:
     from atmos.io.open import open_dataset
 
-    ds = open_dataset(data)  # canonical layout (a Dataset is only canonicalized)
+    ds = open_dataset(data, units=units)  # canonical layout (a Dataset is only canonicalized)
     # decoder variables are kept (never read) so that their attributes can be copied to the forecast
     keep = [
         v
@@ -445,6 +445,7 @@ def rollout(
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
     decoders: Any = None,
+    assume_units: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
     """Roll a model out from one or several initial times.
 
@@ -507,6 +508,10 @@ def rollout(
         one variable per decoded variable (no level dim, NaN at lead 0) and the
         prognostic variables are unchanged bit for bit. With a :class:`Forecaster` as
         ``model`` they are attached to a copy of it.
+    assume_units : mapping, optional
+        Units of data variables (names as in ``data``) whose ``units`` attribute is missing or
+        wrong, e.g. ``{"t2m": "degC"}``; converted to canonical units. Inputs are always checked
+        against plausible ranges (:func:`atmos.io.names.check_plausible`).
 
     Returns
     -------
@@ -541,7 +546,7 @@ def rollout(
         raise ConfigError("resume=True needs the store to complete: pass out= (--out).")
     batch = members or 1
 
-    ds = _open_data(data, fc)
+    ds = _open_data(data, fc, assume_units)
     ctx = fc._context(ds, np.datetime64(inits[0].to_datetime64(), "ns"), forcings)
     for t0 in inits:  # every initial time is checked before anything is written
         fc.check_init(ctx.data_times, t0)

@@ -50,6 +50,7 @@ from atmos.errors import ConfigError, DataError, SourceError
 from atmos.grids import Grid, HealpixGrid, LatLonGrid, grid_from_dict
 from atmos.io.check import decode_guard
 from atmos.io.forcings import DERIVED_FORCINGS
+from atmos.io.names import check_plausible
 from atmos.models.checkpoint import weights_hash
 
 __all__ = [
@@ -895,6 +896,8 @@ class Forecaster:
             if out is None:
                 out = np.empty((vals.shape[0], len(chans), *vals.shape[1:]), np.float32)
             out[:, k] = vals
+            if c.source == "dataset":
+                check_plausible(c.variable, vals, f" (channel {c.name!r} of the input data)")
             bad = ~np.isfinite(vals)
             if bad.any():
                 where = (

@@ -13,7 +13,7 @@ from atmos.cli.main import main
 from atmos.errors import ConfigError, DataError
 from atmos.io.paths import check_writable
 from atmos.rollout.api import rollout
-from atmos.rollout.sample import sample_data_path
+from atmos.rollout.sample import sample_checkpoint_dir, sample_data_path
 from atmos.rollout.writer import read_progress
 
 
@@ -100,3 +100,44 @@ def test_one_chunk_per_lead_for_long_rollouts(tmp_path):
             assert arr.chunks[:2] == (1, 1), (name, arr.chunks)
             assert arr.shape[1] == 2001
     assert read_progress(out)["atmos_completed_leads"] == [2]
+
+
+def _sample():
+    return xr.open_dataset(sample_data_path()).load()
+
+
+def test_geopotential_height_in_m_is_converted_and_forecasts_equal():
+    ds = _sample()
+    ref = rollout(None, ds, "2020-01-01", 1)
+    zh = ds.copy()
+    zh["geopotential"] = (ds["geopotential"] / 9.80665).assign_attrs(units="m")
+    got = rollout(None, zh, "2020-01-01", 1)
+    np.testing.assert_allclose(got["geopotential"].values, ref["geopotential"].values, rtol=1e-5)
+
+
+def test_celsius_labelled_kelvin_is_refused_with_the_fix(tmp_path):
+    ds = _sample()
+    ds["2m_temperature"] = (ds["2m_temperature"] - 273.15).assign_attrs(units="K")
+    out = tmp_path / "f.zarr"
+    with pytest.raises(DataError, match=r"'2m_temperature'.*outside the plausible range.*fit data in degC labelled 'K'"
+                       r".*--assume-units"):
+        rollout(None, ds, "2020-01-01", 1, out=out)
+    assert not any(tmp_path.iterdir())
+    # the escape hatch: declare the units, atmos converts
+    ref = rollout(None, _sample(), "2020-01-01", 1)
+    got = rollout(None, ds, "2020-01-01", 1, assume_units={"2m_temperature": "degC"})
+    np.testing.assert_allclose(got["2m_temperature"].values, ref["2m_temperature"].values, rtol=1e-5)
+
+
+def test_hpa_labelled_pa_is_refused(capsys, tmp_path):
+    ds = _sample()
+    ds["mean_sea_level_pressure"] = (ds["mean_sea_level_pressure"] / 100).assign_attrs(units="Pa")
+    path = tmp_path / "ic.nc"
+    ds.to_netcdf(path)
+    argv = ["rollout", "--model", str(sample_checkpoint_dir()), "--data", str(path), "--init", "2020-01-01",
+            "--days", "1", "--out", str(tmp_path / "f.zarr")]
+    assert main(argv) == 2
+    assert "fit data in hPa labelled 'Pa'" in capsys.readouterr().err
+    assert main([*argv, "--assume-units", "mean_sea_level_pressure=hPa"]) == 0
+    assert main([*argv, "--assume-units", "mslp"]) == 2
+    assert "VAR=UNITS" in capsys.readouterr().err
