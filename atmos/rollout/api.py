@@ -481,7 +481,10 @@ def rollout(
         Zarr store to stream the forecast into; None keeps it in memory (small runs).
     resume : bool
         Complete an interrupted store at ``out`` (only missing leads are written;
-        recurrent models are re-run from the initial time).
+        the model state saved when the run was interrupted (history window and recurrent
+        state, ``atmos_resume_state.pt`` in the store) is picked up, so only the missing leads
+        are computed; after a hard kill, which saves nothing, the model is re-run from the
+        initial time, writing only the missing leads).
     overwrite : bool
         Replace an existing ``out``.
     native_out : path, optional
@@ -658,6 +661,7 @@ def rollout(
     failed = False
     stack = contextlib.ExitStack()
     stack.enter_context(_sigterm_as_interrupt())
+    last: tuple[int, int, Any] | None = None  # (init index, lead, state at that lead)
     try:
         for i, t0 in enumerate(inits):
             start = min(w.completed[i] for w in writers) if writers else 0
@@ -665,14 +669,18 @@ def rollout(
                 continue
             if mem is not None:
                 start = 0
-            state = fc.encode(
-                ds, t0, members=batch, perturbation=pert, seed=int(seed) + i, forcings=forcings, context=ctx
-            )
-            for k in range(n_lead):
-                if k > 0:
+            state = _load_state(main_w, i, start - 1, fc, ctx, t0) if start > 0 else None
+            k_state = start - 1 if state is not None else 0
+            if state is None:
+                state = fc.encode(
+                    ds, t0, members=batch, perturbation=pert, seed=int(seed) + i, forcings=forcings, context=ctx
+                )
+            for k in range(k_state, n_lead):
+                if k > k_state:
                     for _ in range(every):
                         state = fc.advance(state)
                 if k < start:
+                    last = (i, k, state)
                     continue
                 if native_w is not None:
                     arr, nat = fc.decode(state, native=True)
@@ -687,12 +695,15 @@ def rollout(
                 else:
                     for name, v in values.items():
                         mem[name][i, k] = v
+                last = (i, k, state)
                 if bar is not None:
                     bar.update(1)
                 if callback is not None:
                     callback(i, k)
     except KeyboardInterrupt:
         status = "interrupted"
+        if main_w is not None and last is not None:
+            _save_state(main_w, writers, *last)
         raise
     except BaseException as err:
         status, failed = f"failed: {err}", True
@@ -707,9 +718,66 @@ def rollout(
             else:
                 w.close(status)  # a failed store is replaced by a plain rerun (see ForecastWriter.create)
     if main_w is not None:
+        (Path(out) / _STATE_FILE).unlink(missing_ok=True)
         with _quiet_zarr_ctx():
             return xr.open_zarr(str(out), consolidated=True)
     return _dataset_from_layout(lay, mem, {**attrs, "atmos_status": "complete"})
+
+
+#: The model state of an interrupted rollout, inside the store (zarr ignores the file).
+_STATE_FILE = "atmos_resume_state.pt"
+
+
+def _save_state(main_w: Any, writers: list[Any], i: int, k: int, state: Any) -> None:
+    """Save the state at the last lead that every store holds, so that ``--resume`` continues from it."""
+    import torch
+
+    if any(w.completed[i] != k + 1 for w in writers):
+        return  # the stores disagree (e.g. the native one is behind): resume recomputes
+    payload = {
+        "init_index": int(i),
+        "lead": int(k),
+        "step": int(state.step),
+        "time": str(np.datetime64(state.time, "ns")),
+        "history": state.history.detach().cpu(),
+        "carry": state.carry,
+        "diagnostics": state.diagnostics,
+    }
+    path = Path(main_w.path) / _STATE_FILE
+    tmp = path.with_name(f".{_STATE_FILE}.{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except Exception:  # a state that cannot be saved only costs recomputation on resume
+        tmp.unlink(missing_ok=True)
+
+
+def _load_state(main_w: Any, i: int, k: int, fc: Forecaster, ctx: Any, t0: pd.Timestamp) -> Any:
+    """The saved state at lead ``k`` of init ``i``, or None (no file, another lead, unreadable)."""
+    import torch
+
+    from atmos.rollout.engine import RolloutState
+
+    if main_w is None:
+        return None
+    path = Path(main_w.path) / _STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        p = torch.load(path, map_location=fc.device, weights_only=True)
+    except Exception:  # unreadable: recompute from the initial time
+        return None
+    if p.get("init_index") != i or p.get("lead") != k:
+        return None
+    return RolloutState(
+        history=p["history"],
+        time=np.datetime64(p["time"], "ns"),
+        init=np.datetime64(pd.Timestamp(t0).to_datetime64(), "ns"),
+        step=int(p["step"]),
+        carry=p["carry"],
+        context=ctx,
+        diagnostics=p["diagnostics"],
+    )
 
 
 @contextlib.contextmanager
