@@ -51,6 +51,7 @@ import pandas as pd
 import xarray as xr
 
 from atmos.errors import ConfigError, DataError
+from atmos.io.write import write_netcdf
 
 __all__ = [
     "DAYS",
@@ -364,7 +365,7 @@ def save_climatology(clim: xr.Dataset, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".nc", ".nc4", ".netcdf"):
-        clim.to_netcdf(path)
+        write_netcdf(clim, path, what="atmos climatology")
     else:
         clim.to_zarr(path, mode="w")
     return path

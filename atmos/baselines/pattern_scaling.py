@@ -60,6 +60,7 @@ import xarray as xr
 
 from atmos.errors import ConfigError, DataError, GridError
 from atmos.io.coords import global_mean
+from atmos.io.write import write_netcdf
 
 __all__ = [
     "GlobalDriverRegression",
@@ -752,7 +753,7 @@ class PatternScaling:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the coefficients (and stage 1) to a netCDF file."""
-        self.coefficients.to_netcdf(path)
+        write_netcdf(self.coefficients, path, what="atmos pattern scaling")
 
     @classmethod
     def from_coefficients(cls, coefficients: xr.Dataset) -> PatternScaling:

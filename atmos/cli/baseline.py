@@ -363,6 +363,8 @@ def _predict(args: argparse.Namespace) -> int:
     out = xr.concat([preds[s] for s in names], dim=xr.Variable("scenario", names), join="outer")
     out.attrs.update({"coefficients": str(args.coeffs),
                       "gmst_source": f"driver table {args.driver}" if args.driver else "true GMST of --gmst-from"})
-    out.to_netcdf(args.output)
+    from atmos.io.write import write_netcdf
+
+    write_netcdf(out, args.output, what="atmos baseline")
     print(f"emulated {model.variables} for {names}; wrote {args.output}")
     return 0

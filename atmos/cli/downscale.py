@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if out.endswith(".zarr"):
         result.to_zarr(out, mode="w")
     else:
-        result.to_netcdf(out)
+        from atmos.io.write import write_netcdf
+
+        write_netcdf(result, out, what="atmos downscale")
     dims = " x ".join(f"{k}={v}" for k, v in result.sizes.items())
     print(f"wrote {len(result.data_vars)} downscaled variables ({dims}) to {out}")
     return 0

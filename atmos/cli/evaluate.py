@@ -160,7 +160,9 @@ def _run_stability(args: argparse.Namespace) -> int:
         if out.suffix == ".json":
             out.write_text(diag.to_dataframe().reset_index().to_json(orient="records", indent=1))
         else:
-            diag.to_netcdf(out)
+            from atmos.io.write import write_netcdf
+
+            write_netcdf(diag, out, what="atmos evaluate --stability")
         print(f"wrote {out}")
     if args.plots:
         from atmos.metrics.stability import plot_climate_diagnostics

@@ -53,6 +53,7 @@ import xarray as xr
 
 from atmos.errors import ConfigError, DataError
 from atmos.io.coords import area_weights, grid_of
+from atmos.io.write import CONVENTIONS, write_netcdf
 
 __all__ = [
     "STATISTICS",
@@ -398,11 +399,11 @@ def save_stats(stats: xr.Dataset, path: str | os.PathLike) -> None:
     fmt = _format(path)
     _check_layout(stats, str(path))
     if fmt == "netcdf":
-        stats.to_netcdf(path)
+        write_netcdf(stats, path, what="atmos stats")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr v3 warns that string arrays are not in the spec yet
-            stats.to_zarr(path, mode="w", consolidated=True)
+            stats.assign_attrs(Conventions=CONVENTIONS).to_zarr(path, mode="w", consolidated=True)
 
 
 def load_stats(path: str | os.PathLike) -> xr.Dataset:

@@ -35,6 +35,7 @@ import xarray as xr
 from atmos.baselines.climatology import climatology_forecast
 from atmos.baselines.persistence import persistence_forecast
 from atmos.errors import ConfigError, DataError, GridError
+from atmos.io.write import write_netcdf
 from atmos.metrics.deterministic import ACC, MAE, MSE, RMSE, Bias, Metric, Region, get_region
 from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
 from atmos.metrics.spectral import ZonalSpectrum
@@ -544,7 +545,7 @@ def write_scorecard(scorecard: xr.Dataset, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".nc":
-        scorecard.to_netcdf(path)
+        write_netcdf(scorecard, path, what="atmos evaluate")
     else:
         scorecard_to_dataframe(scorecard).to_csv(path, index=False, float_format="%.8g")
     return path

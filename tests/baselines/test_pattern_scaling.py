@@ -189,6 +189,9 @@ def test_coefficients_save_load_round_trip(tmp_path, planted):
     path = tmp_path / "coeffs.nc"
     ps.save(path)
     back = PatternScaling.load(path)
+    # the file adds CF Conventions and a history line; everything else is identical
+    assert back.coefficients.attrs.pop("Conventions") == "CF-1.11"
+    assert "atmos pattern scaling" in back.coefficients.attrs.pop("history")
     xr.testing.assert_identical(back.coefficients, ps.coefficients)
     assert back.degree == 2 and back.stage1 is not None and back.stage1.driver_name == "cum_co2"
     np.testing.assert_array_equal(back.stage1.coef_, ps.stage1.coef_)
