@@ -235,8 +235,8 @@ def compute_climatology(
             absent = sorted(set(hours.tolist()) - set(present.tolist()))
             raise DataError(
                 f"the data have no time step at hour(s) {absent} of the {hour_step}-hourly climatology "
-                f"(hours present: {sorted(set(hod.tolist()))}); pass hour_step=None for a daily climatology "
-                "or an hour_step that matches the data."
+                f"(hours present: {sorted(set(hod.tolist()))}); pass hour_step=None (atmos climatology --daily) "
+                "for a daily climatology or an hour_step (--hour-step) that matches the data."
             )
     if not use.any():
         raise DataError(f"no time step falls on the hours {hours.tolist() if hours is not None else 'any'}.")
@@ -254,7 +254,7 @@ def compute_climatology(
             raise DataError(
                 f"days of year {days[:10].tolist()}{' ...' if days.size > 10 else ''} have no sample within "
                 f"their {window}-day window; the data cover too little of the year ({sel.size} steps): "
-                "widen window, use a longer period or pass allow_gaps=True."
+                "widen window (--window), use a longer period or pass allow_gaps=True."
             )
 
     out: dict[Hashable, xr.DataArray] = {}

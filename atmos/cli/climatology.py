@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atmos.errors import ConfigError
+
 __all__ = ["add_parser", "run"]
 
 
@@ -41,7 +43,13 @@ def run(args: argparse.Namespace) -> int:
 
     ds = open_dataset(args.source)
     if args.time:
+        have = ds.indexes["time"]
         ds = ds.sel(time=slice(*args.time))
+        if ds.sizes["time"] == 0:
+            raise ConfigError(
+                f"--time {args.time[0]} {args.time[1]} selects no time step: {args.source} covers {have[0]} .. "
+                f"{have[-1]}. Choose a period inside it."
+            )
     names = None
     if args.variables:
         names = list(dict.fromkeys(parse_variable(v).name for v in args.variables))

@@ -490,6 +490,8 @@ def evaluate(
             y = y_all.sel(prediction_timedelta=f["prediction_timedelta"])
             f, y = _drop_aux(f), _drop_aux(y)
             for mname, metric in metric_list:
+                if isinstance(metric, (EnsembleSpread, SpreadSkill)) and "member" not in f.dims:
+                    continue  # a deterministic forecast has no spread: no score rather than a 0
                 for rname, reg in region_list:
                     val = metric.compute_chunk(f, y, region=reg)
                     chunks.setdefault((k, mname, rname), []).append(val.compute())
@@ -498,6 +500,8 @@ def evaluate(
     for k in names:
         per_metric = []
         for mname, metric in metric_list:
+            if (k, mname, region_list[0][0]) not in chunks:
+                continue
             per_region = []
             for rname, _ in region_list:
                 vals = xr.concat(chunks[(k, mname, rname)], dim="time")

@@ -39,6 +39,7 @@ import random
 import shutil
 import signal
 import threading
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -1094,7 +1095,9 @@ class _Trainer:
                 start = self.position
                 it = self._loader(self.epoch, start)
                 bar = None
-                if info.is_main and cfg.output.progress:
+                # a bar only on a terminal: in a redirected log (SLURM, nohup) it would write thousands
+                # of carriage-return lines; the per-epoch log lines remain
+                if info.is_main and cfg.output.progress and sys.stderr.isatty():
                     from tqdm.auto import tqdm
 
                     bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/{cfg.schedule.epochs}",
