@@ -25,8 +25,10 @@ reads that back so that ``--resume`` writes only what is missing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -40,6 +42,9 @@ from atmos.errors import ConfigError, DataError, SourceError
 from atmos.rollout.lock import StoreLock
 
 __all__ = ["ForecastWriter", "read_progress"]
+
+#: Default seconds between progress-attribute updates while writing (see ForecastWriter).
+PROGRESS_INTERVAL = 1.0
 
 _PROGRESS_KEYS = ("atmos_completed_leads", "atmos_completed_steps", "atmos_total_steps", "atmos_status")
 
@@ -84,10 +89,18 @@ class ForecastWriter:
         Leads per initial time.
     completed : list of int
         Leads already written per initial time.
+    progress_interval : float
+        Seconds between updates of the progress attributes (0: after every lead). Rewriting the
+        consolidated metadata after every lead would cost more than writing the lead.
     """
 
     def __init__(
-        self, path: str | os.PathLike, n_lead: int, completed: list[int], lock: StoreLock | None = None
+        self,
+        path: str | os.PathLike,
+        n_lead: int,
+        completed: list[int],
+        lock: StoreLock | None = None,
+        progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
         import zarr
 
@@ -97,6 +110,8 @@ class ForecastWriter:
         self.path = Path(path)
         self.n_lead = int(n_lead)
         self.completed = [int(c) for c in completed]
+        self.progress_interval = float(progress_interval)
+        self._last_progress = float("-inf")
         with _quiet_zarr_ctx():
             self._group = zarr.open_group(str(self.path), mode="r+")
         self._arrays: dict[str, Any] = {}
@@ -110,6 +125,7 @@ class ForecastWriter:
         *,
         overwrite: bool = False,
         encoding: Mapping[str, Mapping[str, Any]] | None = None,
+        progress_interval: float = PROGRESS_INTERVAL,
     ) -> ForecastWriter:
         """Create the store from a lazy ``template`` (full shape, dims ``time`` and
         ``prediction_timedelta`` first) without writing any data chunk.
@@ -165,10 +181,10 @@ class ForecastWriter:
             shutil.rmtree(tmp, ignore_errors=True)
             lock.release()
             raise
-        return cls(p, n_lead, [0] * n_init, lock)
+        return cls(p, n_lead, [0] * n_init, lock, progress_interval)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> ForecastWriter:
+    def open(cls, path: str | os.PathLike, progress_interval: float = PROGRESS_INTERVAL) -> ForecastWriter:
         """Reopen a store to resume it (progress read from its attributes)."""
         lock = StoreLock(path).acquire()
         try:
@@ -180,7 +196,7 @@ class ForecastWriter:
                 raise SourceError(
                     f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite."
                 )
-            return cls(path, total // n_init, done, lock)
+            return cls(path, total // n_init, done, lock, progress_interval)
         except BaseException:
             lock.release()
             raise
@@ -205,11 +221,16 @@ class ForecastWriter:
                 f"lead {lead_index} of initial time #{init_index} written out of order "
                 f"({self.completed[init_index]} leads are done)."
             )
-        for name, arr in values.items():
-            a = self._array(name)
-            a[init_index, lead_index] = np.asarray(arr, dtype=a.dtype)
+        arrays = [(self._array(name), arr) for name, arr in values.items()]
+        items = [(a, np.asarray(v, dtype=a.dtype)) for a, v in arrays]
+        _set_chunks(items, (init_index, lead_index))
         self.completed[init_index] = lead_index + 1
-        self._set_progress("running")
+        now = time.monotonic()
+        # the progress attributes trail the chunks by at most progress_interval seconds (they never
+        # claim a lead that is not written); close() always records the final progress
+        if now - self._last_progress >= self.progress_interval:
+            self._set_progress("running")
+            self._last_progress = now
         if self.lock is not None:
             self.lock.touch()
 
@@ -253,6 +274,24 @@ class ForecastWriter:
     @property
     def done(self) -> bool:
         return all(c == self.n_lead for c in self.completed)
+
+
+def _set_chunks(items: list[tuple[Any, np.ndarray]], index: tuple[int, int]) -> None:
+    """Write one lead of several arrays: concurrently through zarr's async API when available
+    (encoding and file writes overlap), else one ``__setitem__`` after the other."""
+    try:
+        from zarr.core.sync import sync
+    except ImportError:  # pragma: no cover - another zarr layout
+        sync = None
+    if sync is None or not all(hasattr(a, "_async_array") for a, _ in items):
+        for a, v in items:  # pragma: no cover
+            a[index] = v
+        return
+
+    async def _all() -> None:
+        await asyncio.gather(*(a._async_array.setitem(index, v) for a, v in items))
+
+    sync(_all())
 
 
 def _replaceable(path: Path) -> bool:

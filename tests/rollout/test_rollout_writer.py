@@ -43,7 +43,7 @@ def _template(n_init=2, n_lead=3, members=2):
 
 def test_round_trip_and_progress(tmp_path):
     path = tmp_path / "f.zarr"
-    w = ForecastWriter.create(path, _template())
+    w = ForecastWriter.create(path, _template(), progress_interval=0)  # progress after every lead
     rng = np.random.default_rng(0)
     written = {}
     for i in range(2):
@@ -68,7 +68,7 @@ def test_round_trip_and_progress(tmp_path):
 
 def test_partial_store_opens_with_nan_and_resumes(tmp_path):
     path = tmp_path / "f.zarr"
-    w = ForecastWriter.create(path, _template())
+    w = ForecastWriter.create(path, _template(), progress_interval=0)
     ones = {"temperature": np.ones((2, 2, 4, 8), "float32"), "2m_temperature": np.ones((2, 4, 8), "float32")}
     w.write(0, 0, ones)
     w.write(0, 1, ones)
@@ -85,6 +85,24 @@ def test_partial_store_opens_with_nan_and_resumes(tmp_path):
     w2.write(0, 2, ones)
     w2.close()
     assert read_progress(path)["atmos_status"] == "interrupted"
+
+
+def test_throttled_progress_never_claims_an_unwritten_lead(tmp_path):
+    """With the default interval the progress attributes may trail the chunks after a kill, never lead."""
+    path = tmp_path / "f.zarr"
+    w = ForecastWriter.create(path, _template())
+    ones = {"temperature": np.ones((2, 2, 4, 8), "float32"), "2m_temperature": np.ones((2, 4, 8), "float32")}
+    for k in range(3):
+        w.write(0, k, ones)
+    claimed = read_progress(path)["atmos_completed_leads"]
+    assert claimed[0] in (1, 2, 3) and claimed[1] == 0  # the first lead is always recorded at once
+    w.lock.release()  # "killed": no close()
+    w2 = ForecastWriter.open(path)
+    assert w2.completed == claimed
+    for k in range(claimed[0], 3):  # a resumed run rewrites what the attributes did not claim
+        w2.write(0, k, ones)
+    w2.close()
+    assert read_progress(path)["atmos_completed_leads"] == [3, 0]
 
 
 def test_refuses_to_clobber_and_rejects_foreign_stores(tmp_path):
