@@ -40,6 +40,7 @@ __all__ = [
     "StyleEntry",
     "UnitsWarning",
     "check_plausible",
+    "check_plausible_dataset",
     "canonical_variables",
     "convert_units",
     "coordinate_spec",
@@ -398,6 +399,38 @@ _UNIT_SUSPECTS: dict[str, list[tuple[Any, str]]] = {
 
 #: Fraction of values that may lie outside the plausible range before the data are refused.
 PLAUSIBLE_TOLERANCE = 0.01
+
+
+def check_plausible_dataset(ds: Any, where: str = "", samples: int = 3, fix: str | None = None) -> None:
+    """:func:`check_plausible` for every canonical variable of ``ds`` at ``samples`` time steps.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical names and units (as :func:`atmos.io.open_dataset` returns them).
+    where : str
+        Names the data in the message (e.g. ``" in the training source 'x.zarr'"``).
+    samples : int
+        Time steps read per variable, evenly spaced (first and last included).
+    fix : str, optional
+        Replaces the default "how to fix" sentence (e.g. naming a config key).
+    """
+    names = load_names()
+    n_t = int(ds.sizes.get("time", 0))
+    pick = sorted({round(float(i)) for i in np.linspace(0, n_t - 1, max(1, samples))}) if n_t else None
+    for name in ds.data_vars:
+        if str(name) not in names.plausible:
+            continue
+        da = ds[name]
+        if pick is not None and "time" in da.dims:
+            da = da.isel(time=pick)
+        try:
+            check_plausible(str(name), np.asarray(da.values), where)
+        except DataError as err:
+            if fix is None:
+                raise
+            msg = str(err)
+            raise DataError(msg[: msg.index(" Fix the variable's units")] + " " + fix) from None
 
 
 def check_plausible(name: str, values: np.ndarray, where: str = "") -> None:

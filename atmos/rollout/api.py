@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -617,7 +618,15 @@ def rollout(
                     f"cannot resume {str(path)!r}: it was written with different settings ({detail}). Rerun with "
                     "the original arguments, or pass --overwrite to start over."
                 )
-            return ForecastWriter.open(path)
+            w = ForecastWriter.open(path)
+            for i, k, reason in w.repaired:
+                warnings.warn(
+                    f"{str(path)!r}: initial time #{i} has a hole at lead {k} ({reason}); --resume rewrites "
+                    f"leads {k}..{n_lead - 1} of it.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return w
         tpl = _dataset_from_layout(lo, {n: _lazy_nan(v["shape"]) for n, v in lo.variables.items()}, at)
         return ForecastWriter.create(path, tpl, overwrite=overwrite, encoding=_encoding(lo))
 

@@ -99,7 +99,8 @@ def downscale(
         raise DataError(
             f"downscale: the data are on {grid!r} (lat {grid.lat[0]:.4g}..{grid.lat[-1]:.4g}, lon "
             f"{grid.lon[0]:.4g}..), but the model expects its coarse grid {model.coarse_grid!r} (lon starting at "
-            f"{model.coarse_grid.lon[0]:.4g}). Coarsen fine data with coarsen_conservative(ds, {cfg.factor})."
+            f"{model.coarse_grid.lon[0]:.4g}). Coarsen fine data first: on the command line "
+            f"`atmos downscale INPUT --coarsen ...`, in Python coarsen_conservative(ds, {cfg.factor})."
         )
     norm = meta["normalization"]
     arrays = [channel_array(ds, name) for name in cfg.channels]

@@ -184,8 +184,17 @@ class ForecastWriter:
         return cls(p, n_lead, [0] * n_init, lock, progress_interval)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, progress_interval: float = PROGRESS_INTERVAL) -> ForecastWriter:
-        """Reopen a store to resume it (progress read from its attributes)."""
+    def open(
+        cls, path: str | os.PathLike, progress_interval: float = PROGRESS_INTERVAL, repair: bool = True
+    ) -> ForecastWriter:
+        """Reopen a store to resume it (progress read from its attributes).
+
+        With ``repair`` (the default) every chunk of the leads the store claims is checked: a
+        chunk file that is missing or does not decode (a deleted file, a disk that filled up, a
+        copy that stopped half way) sets that initial time's progress back to the lead before
+        it, so that resuming rewrites it and everything after. :attr:`repaired` lists what was
+        found as ``(init index, lead index, reason)``.
+        """
         lock = StoreLock(path).acquire()
         try:
             attrs = read_progress(path)
@@ -196,16 +205,45 @@ class ForecastWriter:
                 raise SourceError(
                     f"{str(path)!r} has inconsistent progress attributes {attrs}; rerun with --overwrite."
                 )
-            return cls(path, total // n_init, done, lock, progress_interval)
+            w = cls(path, total // n_init, done, lock, progress_interval)
+            if repair:
+                w.repaired = w._first_holes()
+                for i, k, _ in w.repaired:
+                    w.completed[i] = min(w.completed[i], k)
+            return w
         except BaseException:
             lock.release()
             raise
+
+    def _first_holes(self) -> list[tuple[int, int, str]]:
+        """Per initial time, the first written lead with a missing or undecodable chunk."""
+        first: dict[int, tuple[int, str]] = {}
+        with _quiet_zarr_ctx():
+            for name, arr in self._group.arrays():
+                dims = list(getattr(arr.metadata, "dimension_names", None) or [])
+                if dims[:2] != ["time", "prediction_timedelta"]:
+                    continue
+                if tuple(arr.chunks[:2]) != (1, 1):  # pragma: no cover - not written by this writer
+                    continue
+                for i, n_done in enumerate(self.completed):
+                    stop = min(n_done, first.get(i, (n_done, ""))[0])
+                    for k in range(stop):
+                        reason = _chunk_fault(self.path, name, arr, (i, k))
+                        if reason:
+                            first[i] = (k, f"{name}: {reason}")
+                            break
+        return sorted((i, k, r) for i, (k, r) in first.items())
 
     # -- writing --------------------------------------------------------------------------------
     def _array(self, name: str) -> Any:
         if name not in self._arrays:
             try:
-                self._arrays[name] = self._group[name]
+                arr = self._group[name]
+                # every written lead gets its chunk file, even one that is all NaN (a decoder's
+                # lead 0): a missing file then always means a hole (see open(repair=True))
+                if hasattr(arr, "with_config"):
+                    arr = arr.with_config({"write_empty_chunks": True})
+                self._arrays[name] = arr
             except KeyError as err:
                 raise DataError(f"the forecast store {str(self.path)!r} has no variable {name!r}.") from err
         return self._arrays[name]
@@ -237,6 +275,9 @@ class ForecastWriter:
     def skip_to(self, init_index: int) -> int:
         """Leads already written for ``init_index``."""
         return self.completed[init_index]
+
+    #: ``(init index, lead index, reason)`` of the holes :meth:`open` found (leads rewritten on resume).
+    repaired: list[tuple[int, int, str]] = []
 
     def _set_progress(self, status: str) -> None:
         # one metadata write (zarr.json replaced atomically), not one per key
@@ -274,6 +315,22 @@ class ForecastWriter:
     @property
     def done(self) -> bool:
         return all(c == self.n_lead for c in self.completed)
+
+
+def _chunk_fault(root: Path, name: str, arr: Any, lead: tuple[int, int]) -> str:
+    """Why the chunk(s) of ``arr`` at ``(init, lead)`` are unusable, or ``""``."""
+    grid = arr.cdata_shape[2:]
+    for rest in np.ndindex(*grid):
+        idx = (*lead, *rest)
+        key = arr.metadata.encode_chunk_key(idx)
+        f = root / name / key
+        if not f.is_file():
+            return f"chunk {key} is missing"
+        try:
+            arr.blocks[idx]
+        except Exception as err:  # the codec's own error type (RuntimeError, ValueError, ...)
+            return f"chunk {key} does not decode ({type(err).__name__}: {err})"
+    return ""
 
 
 def _set_chunks(items: list[tuple[Any, np.ndarray]], index: tuple[int, int]) -> None:

@@ -139,6 +139,10 @@ class DataConfig:
         Load the selected data into memory before training (fast for small cubes).
     sample_stride : int
         Use every n-th window start for training.
+    units : dict of str to str, optional
+        Units of variables whose ``units`` attribute is missing or wrong (``{"geopotential":
+        "m"}``), as ``open_dataset(units=...)`` / ``atmos rollout --assume-units``: converted to
+        the canonical units. The data are checked against plausible ranges either way.
     """
 
     source: str = "speedy-world"
@@ -157,6 +161,7 @@ class DataConfig:
     num_workers: int = 0
     in_memory: bool = True
     sample_stride: int = 1
+    units: dict[str, str] | None = None
 
 
 @dataclass

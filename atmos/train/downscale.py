@@ -148,6 +148,12 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
     if missing:
         channel_array(ds, missing[0])  # raises a DataError naming what exists
     ds = ds[[v for v in variables if v in ds.data_vars]].load()
+    from atmos.io.names import check_plausible_dataset
+
+    check_plausible_dataset(
+        ds, f" in the training data {cfg.data!r}",
+        fix="Fix the variable's units attribute in the data so that atmos converts it to the canonical units.",
+    )
     grid = grid_of(ds)
     stats = compute_stats(ds).compute()
     norm: dict[str, dict[str, Any]] = {}

@@ -294,7 +294,7 @@ def _open_selected(source: str, cfg: TrainConfig, period: Sequence[str] | None, 
 
     d = cfg.data
     wanted = list(dict.fromkeys([*d.variables, *[f for f in d.forcings if f not in DERIVED_FORCINGS], *d.statics]))
-    ds = open_dataset(source)
+    ds = open_dataset(source, units=d.units)
     missing = [v for v in wanted if v not in ds.data_vars]
     if missing:
         raise DataError(
@@ -312,6 +312,14 @@ def _open_selected(source: str, cfg: TrainConfig, period: Sequence[str] | None, 
         if miss:
             raise DataError(f"data.levels {miss} are not in {what} source {source!r}; it has levels {have}.")
         ds = ds.sel(level=list(d.levels))
+    from atmos.io.names import check_plausible_dataset
+
+    check_plausible_dataset(
+        ds,
+        f" in the {what} source {source!r}",
+        fix="Fix the variable's units attribute so that atmos converts it, or declare its units in the "
+        "config: data.units: {VARIABLE: UNITS} (e.g. on the command line data.units.geopotential=m).",
+    )
     if d.in_memory:
         ds = ds.load()
     if d.grid == "healpix":

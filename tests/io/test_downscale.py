@@ -200,6 +200,11 @@ def test_save_load_and_cli_round_trip(tmp_path):
     with xr.open_dataset(out) as res:
         xr.testing.assert_allclose(res.load(), expected.astype(res["2m_temperature"].dtype), rtol=1e-5)
 
+    # fine data without --coarsen: the message names the CLI flag, not only the Python function
+    args = parser.parse_args(["downscale", str(src), "--model", str(tmp_path / "run"), "-o", str(out)])
+    with pytest.raises(DataError, match="atmos downscale INPUT --coarsen"):
+        args.func(args)
+
     bad = json.loads((tmp_path / "run" / "checkpoints" / "final" / "checkpoint.json").read_text())
     bad["task"] = "forecast"
     (tmp_path / "run" / "checkpoints" / "final" / "checkpoint.json").write_text(json.dumps(bad))
