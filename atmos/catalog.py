@@ -1,4 +1,4 @@
-"""The dataset catalog: named data cubes that :func:`atmos.open_dataset` can open.
+"""The dataset catalog, a pure resolver: names -> locations of data cubes that :func:`atmos.open_dataset` opens.
 
 Entries live in YAML files (``datasets:`` list, one mapping per dataset) in
 
@@ -43,6 +43,7 @@ __all__ = [
     "entry_names",
     "get_entry",
     "list_entries",
+    "lookup",
     "refresh",
     "resolve",
 ]
@@ -389,3 +390,19 @@ def get_entry(name: str) -> CatalogEntry:
 def resolve(name: str) -> str:
     """Location (URL or path, placeholders filled in) of the entry ``name``."""
     return get_entry(name).resolve()
+
+
+def lookup(name: str) -> tuple[str, dict[str, Any]] | None:
+    """Location and ``open`` keyword arguments of the entry ``name``; None if there is no such entry.
+
+    This is what :func:`atmos.open_dataset` asks to open a catalog name (:mod:`atmos`
+    installs it with :func:`atmos.io.open.set_name_resolver`; the catalog only resolves names,
+    atmos.io opens the data).
+
+    Raises
+    ------
+    SourceError
+        The entry's location names an unset environment variable (see :meth:`CatalogEntry.resolve`).
+    """
+    entry = _entries().get(name)
+    return None if entry is None else (entry.resolve(), dict(entry.open))

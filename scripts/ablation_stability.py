@@ -91,7 +91,7 @@ def score(model_dir: Path | None, data_dir: Path, inits: str = "2019-12-20/2020-
 
     from atmos.baselines.climatology import climatology_forecast, compute_climatology
     from atmos.io import open_dataset
-    from atmos.metrics.evaluation import align_truth, resolve_variables, select_variables
+    from atmos.metrics import align_truth, resolve_variables, select_variables
     from atmos.metrics.deterministic import RMSE
     from atmos.metrics.stability import blowup_lead, climate_diagnostics, spectrum_ratio
     from atmos.rollout import rollout

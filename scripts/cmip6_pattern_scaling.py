@@ -45,7 +45,7 @@ import xarray as xr
 from scipy.optimize import least_squares
 
 from atmos.baselines import GlobalDriverRegression, PatternScaling, gmst
-from atmos.cli.baseline import open_scenarios
+from atmos.io.cmip6 import open_scenarios
 from atmos.metrics import climatebench_scores
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cmip6-ipsl"

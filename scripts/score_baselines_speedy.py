@@ -24,7 +24,7 @@ import pandas as pd
 
 import atmos
 from atmos.baselines import compute_climatology, persistence_forecast
-from atmos.metrics import evaluate, format_scorecard, write_scorecard
+from atmos.evaluation import evaluate, format_scorecard, write_scorecard
 
 REPORT_LEADS = ["6h", "1D", "3D", "5D", "10D"]
 

@@ -37,9 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atmos.baselines.climatology import compute_climatology, save_climatology
+    from atmos.io.climatology import compute_climatology, save_climatology
     from atmos.io import open_dataset
-    from atmos.metrics.evaluation import parse_variable
+    from atmos.metrics.variables import parse_variable
 
     ds = open_dataset(args.source)
     if args.time:

@@ -2,7 +2,7 @@
 
 * ``atmos evaluate FORECAST --truth NAME|PATH [...]``: RMSE, bias, ACC ... per variable,
   region and lead time of a forecast in the WeatherBench2 layout, with persistence and
-  climatology baselines scored by the same code (:func:`atmos.metrics.evaluate`).
+  climatology baselines scored by the same code (:func:`atmos.evaluation.evaluate`).
 * ``atmos evaluate --climatebench --pred PRED.nc --truth ...``: the ClimateBench scores.
 """
 
@@ -184,15 +184,9 @@ def _run_forecast(args: argparse.Namespace) -> int:
 
     from atmos.io import open_dataset
     from atmos.io.check import decode_guard
-    from atmos.metrics import (
-        evaluate,
-        format_scorecard,
-        load_climatology,
-        open_forecast,
-        scorecard_to_dataframe,
-        write_scorecard,
-    )
-    from atmos.metrics.evaluation import resolve_variables
+    from atmos.evaluation import evaluate, format_scorecard, scorecard_to_dataframe, write_scorecard
+    from atmos.io.climatology import load_climatology
+    from atmos.metrics import open_forecast, resolve_variables
 
     if len(args.truth) != 1:
         raise ConfigError(f"--truth takes one catalog name or path when scoring a FORECAST, got {args.truth}.")
@@ -209,7 +203,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     if args.climatology:
         clim = load_climatology(args.climatology)
     elif args.climatology_source:
-        from atmos.baselines.climatology import compute_climatology
+        from atmos.io.climatology import compute_climatology
 
         src = open_dataset(args.climatology_source)
         if args.climatology_time:
@@ -258,7 +252,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
 def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> list[Path]:
     """Metric-vs-lead plots, maps at up to three leads of the first init, and zonal spectra."""
     from atmos.baselines.climatology import climatology_forecast
-    from atmos.metrics import align_truth, evaluate_spectra, select_variables
+    from atmos.evaluation import evaluate_spectra
+    from atmos.metrics import align_truth, select_variables
     from atmos.metrics.plots import plot_maps, plot_spectra, write_score_plots
 
     paths = write_score_plots(scores, outdir)
@@ -289,7 +284,7 @@ def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> 
 
 
 def _run_climatebench(args: argparse.Namespace) -> int:
-    from atmos.cli.baseline import open_scenarios
+    from atmos.io.cmip6 import open_scenarios
     from atmos.metrics import climatebench_scores
 
     pred = open_scenarios([args.pred])

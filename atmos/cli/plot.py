@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from atmos.errors import ConfigError, DataError
-    from atmos.metrics import read_scorecard
+    from atmos.evaluation import read_scorecard
 
     outdir = Path(args.output)
     cards, forecasts = [], []
@@ -90,8 +90,8 @@ def _plot_forecasts(paths: list[str], args: argparse.Namespace, outdir: Path) ->
     import pandas as pd
 
     from atmos.io import open_dataset
-    from atmos.metrics import align_truth, evaluate_spectra, open_forecast, select_variables
-    from atmos.metrics.evaluation import resolve_variables
+    from atmos.evaluation import evaluate_spectra
+    from atmos.metrics import align_truth, open_forecast, resolve_variables, select_variables
     from atmos.metrics.plots import plot_maps, plot_spectra
 
     truth = open_dataset(args.truth)

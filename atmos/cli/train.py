@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from atmos.train.config import config_to_dict, load_config
-    from atmos.train.loop import fit
+    from atmos.train.tasks import fit
 
     overrides, resume = _split_resume(args)
     if args.no_progress:

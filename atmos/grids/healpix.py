@@ -17,7 +17,7 @@ All index math (xyf <-> nested, nested <-> ring, cell centres) comes from
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import sys
@@ -53,6 +53,14 @@ def _check_nside(nside: Any) -> int:
             "Use e.g. nside=32 (~200 km) or nside=64 (~110 km)."
         )
     return n
+
+
+@lru_cache(maxsize=16)
+def _equal_areas(npix: int) -> np.ndarray:
+    """``npix`` equal normalized cell areas ``1 / npix``; read-only, cached (callers return copies)."""
+    w = np.full(npix, 1.0 / npix)
+    w.flags.writeable = False
+    return w
 
 
 def face_nest_index(nside: int) -> np.ndarray:
@@ -181,8 +189,9 @@ class HealpixGrid:
         HEALPix cells all have the same area, so every weight is ``1 / npix``.
         This is the WeatherBench2 convention (normalized cell area); unlike a
         ``cos(lat)`` weight, it needs no latitude at all on an equal-area grid.
+        Cached per ``npix``; each call returns a fresh copy.
         """
-        return np.full(self.npix, 1.0 / self.npix)
+        return _equal_areas(self.npix).copy()
 
     # -- layout conversions ------------------------------------------------------
     def _check_faces(self, x: torch.Tensor) -> None:

@@ -6,7 +6,8 @@ longitude ascending in ``[0, 360)``. This module uses numpy only (no xarray).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,6 @@ class LatLonGrid:
     lat: np.ndarray
     lon: np.ndarray
     kind: str = "custom"
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lat = _as_1d("latitude", self.lat)
@@ -184,13 +184,21 @@ class LatLonGrid:
         that). It differs from ``cos(lat)``: on a grid with pole points ``cos(90) = 0``
         gives the polar cells no weight at all, while their true (half-height) area
         is not zero; away from the poles the two agree to O(dlat^2).
+
+        The weights are computed once per grid definition (latitudes and ``nlon``, shared by
+        equal grids) and cached; each call returns a fresh copy, so changing the returned
+        array does not change later weights.
         """
-        if "area" not in self._cache:
-            b = np.radians(self.lat_bounds)
-            dsin = np.sin(b[1:]) - np.sin(b[:-1])
-            w = np.repeat((dsin / 2.0 / self.nlon)[:, None], self.nlon, axis=1)
-            self._cache["area"] = w / w.sum()
-        return self._cache["area"].copy()
+        return _cell_areas(self.lat_bounds.tobytes(), self.nlon).copy()
+
+    def lat_weights(self) -> np.ndarray:
+        """Normalized cell areas of the latitude rows, shape [nlat], summing to 1.
+
+        The row sums of :meth:`area_weights` (``(sin(lat_north) - sin(lat_south)) / 2``):
+        the weights of a mean over latitude of per-row quantities such as zonal spectra.
+        A fresh copy on each call, like :meth:`area_weights`.
+        """
+        return _cell_areas(self.lat_bounds.tobytes(), self.nlon).sum(axis=1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable description (round-trips through :meth:`from_dict`)."""
@@ -213,6 +221,21 @@ class LatLonGrid:
 
     def __repr__(self) -> str:
         return f"LatLonGrid({self.kind}, nlat={self.nlat}, nlon={self.nlon})"
+
+
+@lru_cache(maxsize=64)
+def _cell_areas(lat_bounds: bytes, nlon: int) -> np.ndarray:
+    """Normalized cell areas [nlat, nlon] for latitude bounds (float64 bytes, degrees); read-only, cached.
+
+    Callers return copies (as torch-harmonics' ``lru_cache(copy=True)`` quadrature weights), so the
+    cached array is never handed out.
+    """
+    b = np.radians(np.frombuffer(lat_bounds, dtype=np.float64))
+    dsin = np.sin(b[1:]) - np.sin(b[:-1])
+    w = np.repeat((dsin / 2.0 / nlon)[:, None], nlon, axis=1)
+    w = w / w.sum()
+    w.flags.writeable = False
+    return w
 
 
 def coarse_grid(grid: LatLonGrid, factor: int) -> LatLonGrid:

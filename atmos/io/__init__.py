@@ -15,8 +15,10 @@ from atmos.io.stats import (
     save_stats,
 )
 
+from atmos.channels import Channel
+
 #: Names served lazily (their modules import torch; ``import atmos.io`` must not).
-_LAZY = {"Channel": "atmos.io.windows", "WindowDataset": "atmos.io.windows", "WindowSchema": "atmos.io.windows"}
+_LAZY = {"WindowDataset": "atmos.io.windows", "WindowSchema": "atmos.io.windows"}
 
 
 def __getattr__(name: str):

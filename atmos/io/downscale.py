@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from atmos.channels import Channel
 from atmos.errors import DataError, GridError
 from atmos.grids.latlon import LatLonGrid, coarse_grid
 from atmos.io.coords import grid_of
@@ -231,21 +232,4 @@ def channel_array(ds: xr.Dataset, name: str) -> xr.DataArray:
     DataError
         The variable or level is missing.
     """
-    if name in ds.data_vars:
-        return ds[name]
-    var, _, lev = name.rpartition("_")
-    if var in ds.data_vars and "level" in ds[var].dims:
-        try:
-            level = float(lev)
-        except ValueError:
-            level = None
-        if level is not None:
-            levels = np.asarray(ds["level"].values, dtype=np.float64)
-            hit = np.flatnonzero(np.isclose(levels, level))
-            if hit.size:
-                return ds[var].isel(level=int(hit[0])).drop_vars("level")
-            raise DataError(f"channel {name!r}: level {lev} not in {ds['level'].values.tolist()} of {var!r}.")
-    raise DataError(
-        f"channel {name!r} not found: expected a variable {name!r} or a pressure-level variable with "
-        f"a 'level' coordinate; the dataset has {sorted(map(str, ds.data_vars))}."
-    )
+    return Channel.parse(name, ds).select(ds)

@@ -27,9 +27,9 @@ import threading
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -604,19 +604,17 @@ def _resolve_source(source: Any, allow_catalog: bool = True) -> tuple[Any, str, 
     source = source.removeprefix("file://")
     if "://" in source:
         return source, source, {}
-    from atmos import catalog
-
-    if allow_catalog and _looks_like_name(source):
-        if source in catalog.entry_names():
-            entry = catalog.get_entry(source)
-            target = entry.resolve()
+    resolver = _NAME_RESOLVER
+    if allow_catalog and resolver is not None and _looks_like_name(source):
+        found = resolver.lookup(source)
+        if found is not None:
+            target, entry_kw = found
             inner, _, kw = _resolve_source(target, allow_catalog=False)
-            kw = {**dict(entry.open), **kw}
-            return inner, f"{source} ({target})", kw
+            return inner, f"{source} ({target})", {**dict(entry_kw), **kw}
         if not _local_path(source).exists():
             raise CatalogError(
                 f"{source!r} is neither a catalog entry nor an existing path. Catalog entries: "
-                f"{catalog.entry_names()}. Use one of those, a path to a zarr/netCDF file, or a URL "
+                f"{resolver.names()}. Use one of those, a path to a zarr/netCDF file, or a URL "
                 "(add catalogs with the ATMOS_CATALOG_PATH environment variable)."
             )
     if any(ch in source for ch in "*?["):
@@ -640,6 +638,40 @@ def _resolve_source(source: Any, allow_catalog: bool = True) -> tuple[Any, str, 
             "check the path, or use a catalog name (atmos.catalog.list_entries())."
         )
     return path, str(path), {}
+
+
+class NameResolver(NamedTuple):
+    """How :func:`open_dataset` turns a dataset name into a location.
+
+    ``atmos.io`` does not know the catalog (it sits above io); :mod:`atmos` installs
+    :func:`atmos.catalog.lookup` / :func:`atmos.catalog.entry_names` here on import.
+    """
+
+    #: ``lookup(name)`` -> (location, open keyword arguments), or None for an unknown name.
+    lookup: Callable[[str], tuple[str, Mapping[str, Any]] | None]
+    #: ``names()`` -> the known names (for error messages).
+    names: Callable[[], list[str]]
+
+
+_NAME_RESOLVER: NameResolver | None = None
+
+
+def set_name_resolver(resolver: NameResolver | None) -> NameResolver | None:
+    """Install the resolver of dataset names (``None``: only paths and URLs); returns the previous one.
+
+    Parameters
+    ----------
+    resolver
+        A :class:`NameResolver`; :mod:`atmos` installs the catalog's
+        (``NameResolver(atmos.catalog.lookup, atmos.catalog.entry_names)``).
+    """
+    global _NAME_RESOLVER
+    if resolver is not None and not isinstance(resolver, NameResolver):
+        raise TypeError(
+            f"resolver is {resolver!r}; expected an atmos.io.open.NameResolver(lookup, names) or None."
+        )
+    previous, _NAME_RESOLVER = _NAME_RESOLVER, resolver
+    return previous
 
 
 def _looks_like_name(s: str) -> bool:

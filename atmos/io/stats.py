@@ -46,7 +46,7 @@ import os
 import warnings
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -58,6 +58,8 @@ from atmos.io.write import CONVENTIONS, write_netcdf
 __all__ = [
     "STATISTICS",
     "ZeroStdWarning",
+    "safe_std",
+    "zero_std",
     "compute_and_save_stats",
     "compute_stats",
     "denormalize",
@@ -74,13 +76,41 @@ _STATS_FORMAT_VERSION = 1
 Kind = Literal["state", "residual"]
 
 
+#: A std at or below this fraction of |mean| is "zero" (below float64 resolution of the field).
+ZERO_STD_RELATIVE = 1e-10
+
+
+def zero_std(std: Any, mean: Any = 0.0) -> np.ndarray:
+    """Where ``std`` is 0 or below float resolution relative to ``mean`` (a constant field).
+
+    Parameters
+    ----------
+    std, mean : array_like
+        Standard deviations and means, broadcastable.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    sv = np.asarray(std, dtype=np.float64)
+    mv = np.asarray(mean, dtype=np.float64)
+    return (sv == 0) | (sv <= ZERO_STD_RELATIVE * np.abs(mv))
+
+
+def safe_std(std: Any, mean: Any = 0.0) -> Any:
+    """``std`` with the zero-std rule applied (constant fields get std 1); a float for a scalar."""
+    sv = np.asarray(std, dtype=np.float64)
+    out = np.where(zero_std(sv, mean), 1.0, sv)
+    return float(out) if out.ndim == 0 else out
+
+
 class ZeroStdWarning(UserWarning):
     """A statistic std is 0 (a constant field); 1 is used instead so that x -> x - mean."""
 
 
 def _atmos_version() -> str:
     try:
-        from atmos import __version__
+        from atmos._version import __version__
 
         return str(__version__)
     except ImportError:  # pragma: no cover - partial installs
@@ -550,7 +580,7 @@ def stat_values(
             )
         )
     # 0, or below float resolution relative to the mean: a constant field
-    zero = (sv == 0) | (sv <= 1e-10 * np.abs(mv))
+    zero = zero_std(sv, mv)
     if guard and np.any(zero):
         warnings.warn(
             f"{sname} of {name!r} is 0 (a constant field): using std=1 so that normalizing only removes the mean.",

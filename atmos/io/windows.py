@@ -73,6 +73,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from atmos.channels import Channel, channel_name, level_label
 from atmos.errors import ConfigError, DataError
 from atmos.grids import HealpixGrid
 from atmos.io.coords import grid_of, spatial_dims
@@ -85,38 +86,6 @@ VarSpec = str | Sequence[Any] | Mapping[str, Any] | None
 
 
 # -- channel schema -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One channel of a window tensor.
-
-    Attributes
-    ----------
-    name : str
-        ``variable`` for surface fields, ``f"{variable}_{level}"`` on pressure levels
-        (e.g. ``temperature_850``).
-    variable : str
-    level : int, float or None
-        Pressure level in hPa (None for surface/static/derived fields).
-    units : str or None
-        Units of the raw data (``"1"`` for derived forcings).
-    source : {"dataset", "derived"}
-        Read from the dataset, or computed by :mod:`atmos.io.forcings`.
-    mean, std, residual_mean, residual_std : float or None
-        The statistics used to normalize this channel (``mean``/``std``) and its
-        residual statistics, when the dataset was given ``stats``.
-    """
-
-    name: str
-    variable: str
-    level: int | float | None = None
-    units: str | None = None
-    source: str = "dataset"
-    mean: float | None = None
-    std: float | None = None
-    residual_mean: float | None = None
-    residual_std: float | None = None
 
 
 @dataclass
@@ -151,7 +120,7 @@ class WindowSchema:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WindowSchema:
         d = dict(d)
-        d["groups"] = {g: [Channel(**c) for c in chans] for g, chans in d["groups"].items()}
+        d["groups"] = {g: [Channel.from_dict(c) for c in chans] for g, chans in d["groups"].items()}
         return cls(**d)
 
     def to_json(self, **kwargs: Any) -> str:
@@ -163,15 +132,6 @@ class WindowSchema:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _level_label(level: Any) -> int | float:
-    v = float(level)
-    return int(v) if v.is_integer() else v
-
-
-def _channel_name(var: str, level: Any) -> str:
-    return var if level is None else f"{var}_{_level_label(level)}"
 
 
 def _as_timedelta(step: Any, what: str = "step") -> pd.Timedelta:
@@ -586,15 +546,15 @@ class WindowDataset(torch.utils.data.Dataset):
             return [None]
         have = np.asarray(x["level"].values)
         if lev is None:
-            return [_level_label(v) for v in have]
+            return [level_label(v) for v in have]
         want = [lev] if np.ndim(lev) == 0 else list(lev)
         miss = [w for w in want if not np.any(np.isclose(have.astype(float), float(w)))]
         if miss:
             raise DataError(
                 f"{group}: variable {var!r} has no level(s) {miss}; available levels: "
-                f"{[_level_label(v) for v in have]}."
+                f"{[level_label(v) for v in have]}."
             )
-        return [_level_label(have[np.flatnonzero(np.isclose(have.astype(float), float(w)))[0]]) for w in want]
+        return [level_label(have[np.flatnonzero(np.isclose(have.astype(float), float(w)))[0]]) for w in want]
 
     def _add_dyn(self, var: str, level: Any) -> int:
         key = (var, level)
@@ -607,7 +567,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _channel(ds: xr.Dataset, var: str, level: Any) -> Channel:
         units = ds[var].attrs.get("units")
         return Channel(
-            _channel_name(var, level), var, level, None if units is None else str(units), "dataset"
+            channel_name(var, level), var, level, None if units is None else str(units), "dataset"
         )
 
     @staticmethod
@@ -662,7 +622,7 @@ class WindowDataset(torch.utils.data.Dataset):
             nans = int(np.isnan(vals).sum())
             if nans:
                 raise DataError(
-                    f"static variable {_channel_name(var, level)!r} has {nans} NaN values (of {npts}); "
+                    f"static variable {channel_name(var, level)!r} has {nans} NaN values (of {npts}); "
                     f"fill them first, e.g. ds[{var!r}] = ds[{var!r}].fillna(0)."
                 )
             arr[0, c] = vals

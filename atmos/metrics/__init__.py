@@ -1,16 +1,11 @@
 """Evaluation metrics: WeatherBench2-style forecast scores and the ClimateBench NRMSE.
 
 Forecast metrics are small dataclasses (``compute_chunk`` per time chunk, ``compute``
-averaging over init times) on forecasts in the WeatherBench2 layout; :func:`evaluate`
-builds a tidy scorecard including persistence and climatology baselines.
+averaging over init times) on forecasts in the WeatherBench2 layout. Metrics know no
+baselines: scorecards of forecasts and baselines together are :func:`atmos.evaluation.evaluate`
+(the layer above both); climatologies (for :class:`ACC`) are :mod:`atmos.io.climatology`.
 """
 
-from atmos.baselines.climatology import (
-    climatology_at,
-    compute_climatology,
-    load_climatology,
-    save_climatology,
-)
 from atmos.metrics.climatebench import (
     climatebench_scores,
     climatebench_weights,
@@ -31,21 +26,17 @@ from atmos.metrics.deterministic import (
     get_region,
     spatial_average,
 )
-from atmos.metrics.evaluation import (
-    HEADLINE_VARIABLES,
-    align_truth,
-    evaluate,
-    evaluate_spectra,
-    format_scorecard,
-    open_forecast,
-    parse_variable,
-    read_scorecard,
-    scorecard_to_dataframe,
-    select_variables,
-    write_scorecard,
-)
+from atmos.metrics.forecast import IncompleteForecastWarning, align_truth, as_forecast, open_forecast
 from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
 from atmos.metrics.spectral import ZonalSpectrum, zonal_power_spectrum
+from atmos.metrics.variables import (
+    HEADLINE_VARIABLES,
+    VariableSpec,
+    parse_variable,
+    resolve_variables,
+    select_variables,
+    short_label,
+)
 from atmos.metrics.stability import (
     blowup_lead,
     climate_diagnostics,
@@ -63,6 +54,7 @@ __all__ = [
     "ACC",
     "CRPS",
     "HEADLINE_VARIABLES",
+    "IncompleteForecastWarning",
     "MAE",
     "MSE",
     "REGIONS",
@@ -73,28 +65,22 @@ __all__ = [
     "LatitudeBand",
     "Metric",
     "Region",
+    "VariableSpec",
     "SpreadSkill",
     "ZonalSpectrum",
     "align_truth",
+    "as_forecast",
     "climatebench_scores",
     "climatebench_weights",
-    "climatology_at",
-    "compute_climatology",
-    "evaluate",
-    "evaluate_spectra",
-    "format_scorecard",
     "get_region",
     "global_nrmse",
-    "load_climatology",
     "open_forecast",
     "parse_variable",
-    "read_scorecard",
-    "save_climatology",
-    "scorecard_to_dataframe",
+    "resolve_variables",
     "select_variables",
+    "short_label",
     "spatial_average",
     "spatial_nrmse",
     "total_nrmse",
-    "write_scorecard",
     "zonal_power_spectrum",
 ]

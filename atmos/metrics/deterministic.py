@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from atmos.baselines.climatology import climatology_at
+from atmos.io.climatology import climatology_at
 from atmos.errors import ConfigError, DataError
 from atmos.io.coords import area_weights, grid_of
 
@@ -126,33 +126,13 @@ def _cell_latlon(ds: XrObj) -> tuple[xr.DataArray, xr.DataArray]:
 # ======================================================================================
 # spatial averaging
 # ======================================================================================
-_WEIGHT_CACHE: dict[tuple, xr.DataArray] = {}
-
-
-def _weights(ds: XrObj) -> xr.DataArray:
-    """Area weights of the dataset's grid, cached by coordinate values."""
-    if "cell" in ds.dims:
-        key: tuple = ("cell", ds.sizes["cell"], str(ds["cell_ids"].attrs) if "cell_ids" in ds.coords else "")
-    elif "latitude" in ds.coords and "longitude" in ds.coords:
-        key = ("ll", ds["latitude"].values.tobytes(), ds["longitude"].values.tobytes())
-    else:
-        return area_weights(ds)  # raises the informative DataError
-    w = _WEIGHT_CACHE.get(key)
-    if w is None:
-        if len(_WEIGHT_CACHE) > 32:
-            _WEIGHT_CACHE.clear()
-        w = area_weights(ds)
-        _WEIGHT_CACHE[key] = w
-    return w
-
-
 def spatial_average(ds: XrObj, region: str | Region | None = None, skipna: bool = False) -> XrObj:
     """Area-weighted mean over the spatial dims, within ``region`` (WeatherBench2 ``_spatial_average``).
 
     Weights are the normalized cell areas times the region mask; values outside the
     region are set to 0 first so that NaN there does not propagate.
     """
-    w = _weights(ds)
+    w = area_weights(ds)  # the grid's cell areas (cached by atmos.grids, a fresh copy each call)
     reg = get_region(region)
     if reg is not None:
         w = reg.apply(w, ds)
@@ -274,7 +254,7 @@ class ACC(Metric):
     ----------
     climatology : Dataset
         ``(hour, dayofyear, ...)`` climatology with the forecast's variables and levels
-        (:func:`atmos.metrics.compute_climatology`, or a WeatherBench2 climatology zarr).
+        (:func:`atmos.io.climatology.compute_climatology`, or a WeatherBench2 climatology zarr).
     """
 
     name: ClassVar[str] = "acc"
@@ -283,7 +263,7 @@ class ACC(Metric):
     def _climatology_chunk(self, forecast: XrObj) -> XrObj:
         if self.climatology is None:
             raise ConfigError(
-                "ACC needs a climatology: ACC(climatology=atmos.metrics.compute_climatology(training_cube)) "
+                "ACC needs a climatology: ACC(climatology=atmos.io.climatology.compute_climatology(training_cube)) "
                 "or load_climatology('clim.nc')."
             )
         clim = self.climatology

@@ -214,7 +214,7 @@ def plot_spectra(
 ):
     """Zonal power spectra (log-log, wavenumber >= 1): rows = variables, columns = leads.
 
-    ``spectra`` comes from :func:`atmos.metrics.evaluate_spectra` (the model
+    ``spectra`` comes from :func:`atmos.evaluation.evaluate_spectra` (the model
     ``"truth"`` is drawn in black).
     """
     variables = list(variables) if variables is not None else [str(v) for v in spectra["variable"].values]

@@ -17,7 +17,9 @@ conjugate pair), which keeps Parseval exact.
 
 Spectra of forecasts are usually compared with the truth's (lost power at small scales
 = blurring). :class:`ZonalSpectrum` averages the per-latitude spectra over a latitude
-band (by default the mid-latitudes ``30 <= |lat| <= 60``) with area weights.
+band (by default the mid-latitudes ``30 <= |lat| <= 60``) weighted by the rows' cell areas
+(:meth:`atmos.grids.LatLonGrid.lat_weights`, the weights of every spatial mean of atmos;
+``cos(lat)`` only in the ClimateBench metrics, which define it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from atmos.errors import GridError
+from atmos.grids.latlon import LatLonGrid
 from atmos.metrics.deterministic import LatitudeBand, Metric, Region, XrObj, get_region
 
 __all__ = ["EARTH_RADIUS_M", "MIDLATITUDES", "ZonalSpectrum", "zonal_power_spectrum"]
@@ -98,6 +101,20 @@ def zonal_power_spectrum(ds: XrObj) -> XrObj:
     return spec
 
 
+def _row_area_weights(lat: xr.DataArray, lon: xr.DataArray) -> xr.DataArray:
+    """Cell areas of the latitude rows (:meth:`atmos.grids.LatLonGrid.lat_weights`) on ``lat``'s dim.
+
+    The same cell-area weights as every other spatial mean of atmos (not ``cos(lat)``);
+    ``lat`` may be in any order.
+    """
+    values = np.asarray(lat.values, dtype=np.float64)
+    order = np.argsort(values)
+    rows = LatLonGrid.from_coords(values[order], np.asarray(lon.values, dtype=np.float64)).lat_weights()
+    w = np.empty_like(rows)
+    w[order] = rows
+    return xr.DataArray(w, dims=lat.dims, coords=lat.coords, name="area_weight")
+
+
 @dataclasses.dataclass
 class ZonalSpectrum(Metric):
     """Zonal power spectrum of the *forecast*, averaged over a latitude band and over init times.
@@ -123,7 +140,7 @@ class ZonalSpectrum(Metric):
         reg = get_region(region) if region is not None else self.band
         spec = zonal_power_spectrum(forecast)
         lat = forecast["latitude"]
-        w = np.cos(np.deg2rad(lat.astype(np.float64)))  # area weight of a latitude row on a regular grid
+        w = _row_area_weights(lat, forecast["longitude"])
         if reg is not None:
             m = reg.mask(lat, forecast["longitude"])
             if m is not None:

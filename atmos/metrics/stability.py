@@ -40,7 +40,7 @@ import xarray as xr
 
 from atmos.errors import DataError
 from atmos.metrics.deterministic import spatial_average, valid_time_of
-from atmos.metrics.evaluation import resolve_variables, select_variables
+from atmos.metrics.variables import resolve_variables, select_variables
 
 __all__ = [
     "blowup_lead",
@@ -233,7 +233,7 @@ def spectrum_ratio(
     mid-latitudes) at the same valid times, averaged over init times before the ratio.
     1 means no power lost; an MSE-trained model blurs and falls below 1 with lead.
     """
-    from atmos.metrics.evaluation import align_truth
+    from atmos.metrics.forecast import align_truth
     from atmos.metrics.spectral import ZonalSpectrum
 
     specs = _specs(variables, forecast, truth)

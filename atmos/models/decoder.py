@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from atmos.errors import ConfigError
+from atmos.models.base import LatentBackbone
 from atmos.models.registry import register_model
 from atmos.models.vit import unpatchify
 
@@ -192,13 +193,12 @@ class LatentDecoder(nn.Module):
     @classmethod
     def for_backbone(cls, backbone: nn.Module, variables: list[str], **config: Any) -> LatentDecoder:
         """A decoder for ``backbone``'s latent (``backbone.latent_spec()``)."""
-        spec = getattr(backbone, "latent_spec", None)
-        if spec is None:
+        if not isinstance(backbone, LatentBackbone):
             raise ConfigError(
                 f"{type(backbone).__name__} exposes no latent (no latent_spec/forward_latent); decoders work on "
                 "the registered ViT and UNetGRU backbones."
             )
-        return cls(LatentDecoderConfig(variables=list(variables), latent=spec(), **config))
+        return cls(LatentDecoderConfig(variables=list(variables), latent=backbone.latent_spec(), **config))
 
     @property
     def variables(self) -> list[str]:

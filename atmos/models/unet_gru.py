@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from atmos.errors import ConfigError, DataError
+from atmos.models.base import LatentForward
 from atmos.models.layers import CappedGELU, ConvGRU, HpxConvNeXtBlock, assemble_inputs
 from atmos.models.schema import ChannelConfig, ChannelSchema, check_int
 
@@ -141,7 +142,7 @@ class _DecoderLevel(nn.Module):
         self.gru = gru
 
 
-class UNetGRU(nn.Module):
+class UNetGRU(LatentForward):
     """DLWP-HPX recurrent U-Net predicting the one-step residual on HEALPix faces.
 
     Parameters
@@ -272,15 +273,10 @@ class UNetGRU(nn.Module):
         out = self.output(latent.transpose(1, 2).reshape(b * 12, c, n, n))
         return out.view(b, 12, -1, n, n).transpose(1, 2).contiguous()
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        forcings: torch.Tensor | None = None,
-        statics: torch.Tensor | None = None,
-        state: State | None = None,
-    ) -> tuple[torch.Tensor, State | None]:
-        latent, new_state = self.forward_latent(inputs, forcings, statics, state)
-        return self.decode_latent(latent), new_state
+    @property
+    def recurrent(self) -> bool:
+        """Whether the GRUs carry a state from step to step (``config.recurrent``)."""
+        return bool(self.config.recurrent)
 
     def extra_repr(self) -> str:
         return (

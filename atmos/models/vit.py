@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atmos.errors import ConfigError
+from atmos.models.base import LatentForward
 from atmos.models.layers import assemble_inputs, earth_pad
 from atmos.models.schema import ChannelConfig, ChannelSchema, check_int
 
@@ -245,7 +246,7 @@ def _sphere_coords(nlat: int, nlon: int, poles: bool) -> np.ndarray:
 # -----------------------------------------------------------------------------
 # model
 # -----------------------------------------------------------------------------
-class ViT(nn.Module):
+class ViT(LatentForward):
     """Lat-lon vision transformer predicting the one-step residual.
 
     Parameters
@@ -378,15 +379,10 @@ class ViT(nn.Module):
         x = self.head(self.norm(latent))  # [B, Hp, Wp, C*p*p]
         return unpatchify(x, self.config.patch_size, self.pad_lat, self.pad_lon, self.grid)
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        forcings: torch.Tensor | None = None,
-        statics: torch.Tensor | None = None,
-        state: Any = None,
-    ) -> tuple[torch.Tensor, None]:
-        latent, _ = self.forward_latent(inputs, forcings, statics, state)
-        return self.decode_latent(latent), None
+    @property
+    def recurrent(self) -> bool:
+        """False: the ViT carries no state from step to step."""
+        return False
 
     def extra_repr(self) -> str:
         return (

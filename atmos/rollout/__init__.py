@@ -11,12 +11,11 @@ store lead by lead; :mod:`atmos.rollout.forcings` computes forcings for future t
 """
 
 from atmos.rollout.api import default_output_path, parse_init, rollout
-from atmos.rollout.engine import ChannelInfo, Forecaster, Perturbation, RolloutState, load_checkpoint_files
+from atmos.rollout.engine import Forecaster, Perturbation, RolloutState, load_checkpoint_files
 from atmos.rollout.forcings import ToaCalibration, calibrate_toa, toa_incident_solar_radiation
 from atmos.rollout.writer import ForecastWriter, read_progress
 
 __all__ = [
-    "ChannelInfo",
     "ForecastWriter",
     "Forecaster",
     "Perturbation",
@@ -30,3 +29,20 @@ __all__ = [
     "rollout",
     "toa_incident_solar_radiation",
 ]
+
+
+def __getattr__(name: str):
+    # ``ChannelInfo`` was the Forecaster's own channel record; it is now the one
+    # :class:`atmos.channels.Channel` (kept importable under the old name).
+    if name == "ChannelInfo":
+        import warnings
+
+        from atmos.channels import Channel
+
+        warnings.warn(
+            "atmos.rollout.ChannelInfo is now atmos.channels.Channel; import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Channel
+    raise AttributeError(f"module 'atmos.rollout' has no attribute {name!r}")

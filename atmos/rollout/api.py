@@ -34,16 +34,16 @@ import pandas as pd
 import xarray as xr
 from torch import nn
 
-from atmos.errors import ConfigError, DataError
+from atmos.errors import AtmosError, ConfigError, DataError
 from atmos.grids import Grid, HealpixGrid
 from atmos.io.paths import check_writable
+from atmos.models.checkpoint import HASH_METHOD
+from atmos.channels import Channel, level_label
 from atmos.rollout.engine import (
-    ChannelInfo,
     Forecaster,
     Perturbation,
     _as_timedelta,
     _Context,
-    _level_label,
 )
 
 __all__ = ["default_output_path", "parse_init", "rollout"]
@@ -168,7 +168,7 @@ DECODER_COMMENT = (
 )
 
 
-def _var_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
+def _var_attrs(ds: xr.Dataset, c: Channel) -> dict[str, Any]:
     src = dict(ds[c.variable].attrs) if c.variable in ds else {}
     out = {k: src[k] for k in ("units", "standard_name", "long_name") if k in src}
     if "units" not in out and c.units:
@@ -176,7 +176,7 @@ def _var_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
     return out
 
 
-def _diagnostic_attrs(ds: xr.Dataset, c: ChannelInfo) -> dict[str, Any]:
+def _diagnostic_attrs(ds: xr.Dataset, c: Channel) -> dict[str, Any]:
     """Attributes of a decoder variable: names from the dataset when it has the variable, units
     from the decoder (the units its values are in) or else the dataset, and a comment."""
     out = _var_attrs(ds, c)
@@ -280,7 +280,7 @@ def _layout(
                 v["level_index"] = [levels.index(lv) for lv in v["levels"]]
                 v["shape"] = v["shape"][: len(lead_dims)] + (len(levels),) + v["shape"][len(lead_dims) + 1 :]
                 if len(v["levels"]) < len(levels):
-                    v["attrs"]["atmos_predicted_levels"] = [_level_label(lv) for lv in v["levels"]]
+                    v["attrs"]["atmos_predicted_levels"] = [level_label(lv) for lv in v["levels"]]
     for k, val in scoords.items():
         coords[k] = val
     return _Layout(variables, coords, {})
@@ -424,6 +424,62 @@ def _json_safe(x: Any) -> Any:
     return str(x)
 
 
+# -- resume: is it the same model? ------------------------------------------------------------------
+# Forecast stores record ``atmos_checkpoint_sha256`` = weights_hash(model) (HASH_METHOD, in
+# ``atmos_checkpoint_hash``). Stores written before that record, for models loaded from a checkpoint
+# folder, a SHA-256 of the weights *file*; such a hash is upgraded when the file it names is still
+# there (the file's hash matches, so its weights are read and weights-hashed). Otherwise resume refuses
+# with a message saying so.
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _upgrade_legacy_hash(sha: Any, folder: Any) -> Any:
+    """``weights_hash`` of the checkpoint in ``folder`` when ``sha`` is the old hash of its weights file."""
+    from safetensors.torch import load_file
+
+    from atmos.models.checkpoint import CheckpointMeta, find_checkpoint, weights_hash
+
+    try:
+        ckpt = find_checkpoint(Path(str(folder)))
+        if not isinstance(sha, str) or ckpt is None:
+            return sha
+        wfile = CheckpointMeta.read(ckpt).model_file(ckpt)
+        if _file_sha256(wfile) != sha:
+            return sha
+        return weights_hash(load_file(str(wfile)))
+    except (OSError, ValueError, AtmosError):  # not there any more, or not readable: keep what is recorded
+        return sha
+
+
+def _same_model(prev: Mapping[str, Any], at: Mapping[str, Any]) -> bool:
+    """Whether a store's recorded model (``prev`` attrs) is the model now (``at`` attrs)."""
+    want, got = prev.get("atmos_checkpoint_sha256"), at["atmos_checkpoint_sha256"]
+    if want == got:
+        return True
+    if prev.get("atmos_checkpoint_hash") == HASH_METHOD:
+        return False
+    return any(
+        _upgrade_legacy_hash(want, folder) == got
+        for folder in {prev.get("atmos_checkpoint"), at.get("atmos_checkpoint")}
+        if folder
+    )
+
+
+def _decoder_identity(d: Mapping[str, Any], legacy: bool = False) -> dict[str, Any]:
+    """What identifies an attached decoder on resume: its variables and weights hash (not its path)."""
+    sha = _upgrade_legacy_hash(d.get("sha256"), d.get("checkpoint")) if legacy else d.get("sha256")
+    return {"variables": d.get("variables"), "sha256": sha}
+
+
 def rollout(
     model: Any = None,
     data: Any = None,
@@ -562,7 +618,7 @@ def rollout(
             check_writable(path, "the forecast", nbytes=_nbytes(lo), hint="Choose another --out",
                            space_hint="Shorten --days, pass a coarser --step, or choose another --out")
 
-    from atmos import __version__
+    from atmos._version import __version__
 
     config = {
         "model": fc.info.get("atmos_checkpoint"),
@@ -606,12 +662,24 @@ def rollout(
             prev = read_progress(path)
             old = json.loads(prev.get("atmos_rollout_config", "{}"))
             old.setdefault("decoders", [])  # stores written before decoders existed had none
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v and k != "data"}
-            if prev.get("atmos_checkpoint_sha256") != at["atmos_checkpoint_sha256"]:
+            # the model and the decoders are identified by their weights hash, not by where they were
+            # loaded from: the same weights from a checkpoint folder or in memory resume each other
+            legacy = prev.get("atmos_checkpoint_hash") != HASH_METHOD
+            old["decoders"] = [_decoder_identity(d, legacy) for d in old["decoders"]]
+            now = {**config, "decoders": [_decoder_identity(d) for d in config["decoders"]]}
+            diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v and k not in ("data", "model")}
+            if not _same_model(prev, at):
                 diff["checkpoint_sha256"] = (
                     prev.get("atmos_checkpoint_sha256"),
                     at["atmos_checkpoint_sha256"],
                 )
+                if prev.get("atmos_checkpoint_hash") != HASH_METHOD:
+                    diff["checkpoint_sha256"] = (
+                        f"{prev.get('atmos_checkpoint_sha256')} (a hash of the weights file, written by atmos "
+                        f"before {HASH_METHOD!r}; it is recognised only when the model is loaded from that "
+                        "checkpoint folder: pass --model CHECKPOINT)",
+                        at["atmos_checkpoint_sha256"],
+                    )
             if diff:
                 detail = "; ".join(f"{k}: {a!r} in the store, {b!r} now" for k, (a, b) in diff.items())
                 raise ConfigError(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
-from atmos.errors import DataError
+from atmos.errors import DataError, SourceError
 from atmos.io.downscale import _latlon_grid, channel_array
 
 __all__ = ["downscale", "load_downscaler"]
@@ -23,11 +24,12 @@ __all__ = ["downscale", "load_downscaler"]
 
 def load_downscaler(
     path: str | os.PathLike, map_location: str = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, Mapping[str, Any]]:
     """Load a trained downscaling head from a run or checkpoint folder.
 
     Returns ``(model, meta)`` with the model in eval mode and ``meta`` the parsed
-    ``checkpoint.json`` (which has ``task == "downscale"``).
+    ``checkpoint.json`` (a :class:`~atmos.models.checkpoint.CheckpointMeta` with
+    ``task == "downscale"``), built by :func:`atmos.models.checkpoint.load_model`.
 
     Raises
     ------
@@ -37,18 +39,21 @@ def load_downscaler(
         The checkpoint is not a downscaling checkpoint.
     """
     import atmos.models.heads  # noqa: F401  (registers "downscale")
-    from atmos.models.registry import build
-    from atmos.rollout.engine import load_checkpoint_files
+    from atmos.models.checkpoint import CheckpointMeta, find_checkpoint, load_model
 
-    folder, meta, weights = load_checkpoint_files(path)
-    if meta.get("task") != "downscale":
+    if not Path(os.path.expanduser(os.fspath(path))).exists():
+        raise SourceError(
+            f"--model {str(path)!r} does not exist; pass a downscaling run or checkpoint folder written by "
+            "atmos.train.downscale.fit_downscaler."
+        )
+    folder = find_checkpoint(Path(os.path.expanduser(os.fspath(path))))
+    task = CheckpointMeta.read(folder).task if folder is not None else None
+    if folder is not None and task != "downscale":
         raise DataError(
-            f"checkpoint {str(folder)!r} is not a downscaling model (task={meta.get('task')!r}); "
+            f"checkpoint {str(folder)!r} is not a downscaling model (task={task!r}); "
             "train one with atmos.train.downscale.fit_downscaler."
         )
-    model = build(meta["model"]["name"], **meta["model"]["params"])
-    model.load_state_dict(weights, strict=True)
-    return model.to(map_location).eval(), meta
+    return load_model(path, map_location)
 
 
 def downscale(

@@ -31,10 +31,8 @@ writes the forecast (WeatherBench2 layout) lead by lead.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +44,19 @@ import torch
 import xarray as xr
 from torch import nn
 
+from atmos.channels import Channel, level_label, split_name
 from atmos.errors import ConfigError, DataError, SourceError
 from atmos.grids import Grid, HealpixGrid, LatLonGrid, grid_from_dict
 from atmos.io.check import decode_guard
 from atmos.io.forcings import DERIVED_FORCINGS
 from atmos.io.names import check_plausible
-from atmos.models.checkpoint import weights_hash
+from atmos.io.normalizer import Normalizer
+from atmos.io.stats import safe_std
+from atmos.models.base import Backbone, LatentBackbone
+from atmos.models.checkpoint import HASH_METHOD, CheckpointMeta, weights_hash
 
 __all__ = [
     "FORCING_MODES",
-    "ChannelInfo",
     "Forecaster",
     "Perturbation",
     "RolloutState",
@@ -70,8 +71,8 @@ FORCING_MODES = ("auto", "astronomy", "data")
 # =============================================================================================
 
 
-def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
-    """Read an atmos checkpoint: ``(folder, checkpoint.json, weights)``.
+def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, CheckpointMeta, dict[str, torch.Tensor]]:
+    """Read an atmos checkpoint: ``(folder, checkpoint.json as CheckpointMeta, weights)``.
 
     ``path`` is a checkpoint folder, a run folder (``checkpoints/LATEST``) or its
     ``checkpoints/`` folder (the layout of :mod:`atmos.train.checkpoint`).
@@ -92,14 +93,6 @@ def load_checkpoint_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
     return ckpt.path, ckpt.meta, ckpt.model_state
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _jsonable(x: Any) -> Any:
     """Tuples -> lists, numbers -> plain Python (to compare a latent spec with its JSON round trip)."""
     return json.loads(json.dumps(x, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
@@ -110,47 +103,13 @@ def _jsonable(x: Any) -> Any:
 # =============================================================================================
 
 
-@dataclass(frozen=True)
-class ChannelInfo:
-    """One model channel and how to read and normalize it.
-
-    ``variable``/``level`` locate it in a canonical dataset; ``source`` is
-    ``"dataset"``, ``"derived"`` (a time encoding, not normalized) or ``"decoder"``
-    (a diagnostic variable predicted by a lightweight decoder, physical units).
-    """
-
-    name: str
-    variable: str
-    level: int | float | None = None
-    units: str | None = None
-    source: str = "dataset"
-    mean: float = 0.0
-    std: float = 1.0
-    residual_std: float | None = None
-
-
-def _level_label(v: Any) -> int | float:
-    f = float(v)
-    return int(f) if f.is_integer() else f
-
-
-def _split_name(name: str, ds: xr.Dataset | None) -> tuple[str, int | float | None]:
-    """``geopotential_500`` -> (geopotential, 500) when the dataset has that variable on levels."""
-    if ds is not None and name in ds.data_vars:
-        return name, None
-    m = re.match(r"^(.+)_(\d+(?:\.\d+)?)$", name)
-    if m and (ds is None or (m.group(1) in ds.data_vars and "level" in ds[m.group(1)].dims)):
-        return m.group(1), _level_label(m.group(2))
-    return name, None
-
-
-def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]:
+def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[Channel]]:
     schema = meta.get("data_schema")
     if not schema or "groups" not in schema:
         raise SourceError(
             "checkpoint.json has no 'data_schema' (channel table); it was not written by atmos train."
         )
-    out: dict[str, list[ChannelInfo]] = {}
+    out: dict[str, list[Channel]] = {}
     for group in ("inputs", "targets", "forcings", "statics"):
         chans = []
         for c in schema["groups"].get(group, []):
@@ -161,14 +120,15 @@ def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]
                     f"checkpoint channel {c['name']!r} has no normalization statistics (mean/std)."
                 )
             chans.append(
-                ChannelInfo(
+                Channel(
                     name=c["name"],
                     variable=c["variable"],
                     level=c.get("level"),
                     units=c.get("units"),
                     source=c.get("source", "dataset"),
                     mean=0.0 if derived else float(mean),
-                    std=1.0 if derived else (float(std) if float(std) > 0 else 1.0),
+                    std=1.0 if derived else safe_std(float(std), float(mean)),
+                    residual_mean=c.get("residual_mean"),
                     residual_std=c.get("residual_std"),
                 )
             )
@@ -178,15 +138,15 @@ def _channels_from_meta(meta: Mapping[str, Any]) -> dict[str, list[ChannelInfo]]
 
 def _channels_from_stats(
     model: nn.Module, stats: xr.Dataset, ds: xr.Dataset | None
-) -> dict[str, list[ChannelInfo]]:
+) -> dict[str, list[Channel]]:
     from atmos.io.stats import stat_values
 
     schema = model.schema
 
-    def info(name: str, residual: bool) -> ChannelInfo:
+    def info(name: str, residual: bool) -> Channel:
         if name in DERIVED_FORCINGS:
-            return ChannelInfo(name, name, None, "1", "derived")
-        var, lev = _split_name(name, ds)
+            return Channel(name, name, None, "1", "derived", mean=0.0, std=1.0)
+        var, lev = split_name(name, ds)
         if var not in stats.data_vars:
             raise DataError(
                 f"channel {name!r}: the statistics have no variable {var!r}; they hold {sorted(map(str, stats.data_vars))}."
@@ -204,8 +164,9 @@ def _channels_from_stats(
         units = stats[var].attrs.get("units") or (
             ds[var].attrs.get("units") if ds is not None and var in ds else None
         )
-        return ChannelInfo(
-            name, var, lev, units, "dataset", float(np.ravel(m.values)[0]), float(np.ravel(s.values)[0]), rs
+        return Channel(
+            name, var, lev, units, "dataset",
+            mean=float(np.ravel(m.values)[0]), std=float(np.ravel(s.values)[0]), residual_std=rs,
         )
 
     return {
@@ -374,7 +335,7 @@ class Forecaster:
         A model with ``schema`` (:class:`atmos.models.schema.ChannelSchema`) and
         ``grid``, called as ``model(inputs, forcings, statics, state)``.
     channels : dict
-        ``{"inputs", "targets", "forcings", "statics"}`` -> list of :class:`ChannelInfo`,
+        ``{"inputs", "targets", "forcings", "statics"}`` -> list of :class:`Channel`,
         in the model's channel order.
     step : timedelta-like
         Model time step.
@@ -405,7 +366,7 @@ class Forecaster:
     def __init__(
         self,
         model: nn.Module,
-        channels: Mapping[str, list[ChannelInfo]],
+        channels: Mapping[str, list[Channel]],
         *,
         step: Any,
         model_grid: Grid,
@@ -418,11 +379,15 @@ class Forecaster:
         state_reset: Any = "auto",
         decoders: Any = None,
     ) -> None:
-        schema = getattr(model, "schema", None)
-        if schema is None:
+        if not isinstance(model, Backbone):
+            lacks = [a for a in ("schema", "grid", "recurrent") if not hasattr(model, a)]
             raise ConfigError(
-                f"{type(model).__name__} has no .schema; rollout needs a model built by atmos.models.build."
+                f"{type(model).__name__} is not an atmos backbone: it lacks {lacks or ['__call__']} of the "
+                "atmos.models.base.Backbone protocol (.schema, .grid, .recurrent and "
+                "model(inputs, forcings, statics, state)). Build the model with atmos.models.build, or give "
+                "it those members."
             )
+        schema = model.schema
         if normalization not in ("residual", "state"):
             raise ConfigError(f"normalization must be 'residual' or 'state', got {normalization!r}.")
         self.channels = {g: list(channels.get(g, [])) for g in ("inputs", "targets", "forcings", "statics")}
@@ -438,16 +403,7 @@ class Forecaster:
                 "prognostic (inputs == outputs)."
             )
         self.normalization = normalization
-        if normalization == "residual":
-            bad = [
-                c.name
-                for c in self.channels["targets"]
-                if not c.residual_std or not np.isfinite(c.residual_std)
-            ]
-            if bad:
-                raise ConfigError(
-                    f"no residual std for output channels {bad}; cannot apply residual outputs."
-                )
+        self.normalizer = Normalizer(self.channels["targets"], normalization)
         self.device = _resolve_device(device)
         self.model = model.to(self.device).eval()
         self.schema = schema
@@ -456,17 +412,13 @@ class Forecaster:
         self.model_grid = model_grid
         # a grid known only by its shape (models built without a checkpoint) matches any data grid of that shape
         self._grid_from_schema = bool(grid_from_schema)
-        self.model_shape = tuple(int(s) for s in model.grid) if hasattr(model, "grid") else None
+        self.model_shape = tuple(int(s) for s in model.grid)
         self.name = str(name)
         self.info = dict(info or {})
         self.regrid_method = regrid_method
-        tg = self.channels["targets"]
-        self._mean = torch.tensor([c.mean for c in tg], dtype=torch.float32, device=self.device)
-        self._std = torch.tensor([c.std for c in tg], dtype=torch.float32, device=self.device)
-        ratio = [((c.residual_std or 0.0) / c.std) if normalization == "residual" else 1.0 for c in tg]
-        self._ratio = torch.tensor(ratio, dtype=torch.float32, device=self.device)
+        self.normalizer = self.normalizer.to(self.device)
         self._smoothers: dict[float, Any] = {}
-        recurrent = bool(getattr(getattr(model, "config", None), "recurrent", False))
+        recurrent = bool(model.recurrent)
         if state_reset == "auto":
             state_reset = "24h" if recurrent else None
         self.state_reset = None if state_reset is None else _as_timedelta(state_reset, "state_reset")
@@ -529,9 +481,7 @@ class Forecaster:
             )
         if not items:
             return self
-        if not all(
-            callable(getattr(self.model, a, None)) for a in ("latent_spec", "forward_latent", "decode_latent")
-        ):
+        if not isinstance(self.model, LatentBackbone):
             raise ConfigError(
                 f"model {self.name!r} ({type(self.model).__name__}) exposes no latent (latent_spec/forward_latent/"
                 "decode_latent), so lightweight decoders cannot run on it; decoders work on the registered ViT and "
@@ -544,7 +494,7 @@ class Forecaster:
         for prov in self._decoder_info:
             for v in prov["variables"]:
                 taken[v] = f"the decoder {prov['checkpoint']!r}"
-        new: list[tuple[nn.Module, dict[str, Any], list[ChannelInfo]]] = []
+        new: list[tuple[nn.Module, dict[str, Any], list[Channel]]] = []
         for item in items:
             if isinstance(item, (str, os.PathLike)):
                 p = Path(os.path.expanduser(os.fspath(item)))
@@ -556,13 +506,12 @@ class Forecaster:
                 dec, meta = load_decoder(p, backbone=self.model, map_location=self.device)
                 folder = find_checkpoint(p)
                 assert folder is not None  # load_decoder found it
-                wfile = folder / (meta.get("files", {}) or {}).get("model", "model.safetensors")
                 label = f"decoder {str(folder)!r}"
                 prov = {
                     "variables": None,
                     "checkpoint": str(folder.resolve()),
-                    "sha256": _sha256(wfile),
-                    "backbone_sha256": (meta.get("backbone", {}) or {}).get("sha256"),
+                    "sha256": weights_hash(dec),
+                    "backbone_sha256": meta.backbone.sha256 if meta.backbone is not None else None,
                 }
             elif isinstance(item, nn.Module):
                 dec = item
@@ -605,7 +554,7 @@ class Forecaster:
                     )
                 taken[v] = label
                 chans.append(
-                    ChannelInfo(name=v, variable=v, level=None, units=units.get(v), source="decoder")
+                    Channel(name=v, variable=v, level=None, units=units.get(v), source="decoder", mean=0.0, std=1.0)
                 )
             new.append((dec.to(self.device).eval(), prov, chans))
         for dec, prov, chans in new:
@@ -626,8 +575,8 @@ class Forecaster:
 
     @property
     def decoder_provenance(self) -> list[dict[str, Any]]:
-        """One entry per attached decoder: ``variables``, ``checkpoint``, ``sha256`` (of the
-        weights file, or :func:`~atmos.models.checkpoint.weights_hash` of an in-memory decoder)
+        """One entry per attached decoder: ``variables``, ``checkpoint``, ``sha256``
+        (:func:`~atmos.models.checkpoint.weights_hash` of its weights, however it was loaded)
         and ``backbone_sha256``."""
         return [dict(p) for p in self._decoder_info]
 
@@ -648,59 +597,48 @@ class Forecaster:
     ) -> Forecaster:
         """Load a checkpoint folder written by ``atmos train`` (None = the embedded sample model).
 
+        The model is built by :func:`atmos.models.checkpoint.load_model`;
+        ``info["atmos_checkpoint_sha256"]`` is its :func:`~atmos.models.checkpoint.weights_hash`,
+        the same as :meth:`from_model` records for the same weights.
         ``decoders``: decoder checkpoints (or modules) to attach, see :meth:`attach_decoders`.
         """
-        from atmos.models.registry import build
+        from atmos.models.checkpoint import find_checkpoint, load_model
         from atmos.rollout.sample import is_sample_checkpoint, sample_checkpoint_dir
 
         if path is None:
             path = sample_checkpoint_dir()
-        folder, meta, weights = load_checkpoint_files(path)
-        mm = meta.get("model", {})
-        model = build(mm["name"], **mm.get("params", {}))
-        try:
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-        except RuntimeError as err:  # shapes in checkpoint.json do not match the weights
+        p = Path(os.path.expanduser(os.fspath(path)))
+        if not p.exists():
             raise SourceError(
-                "the checkpoint's weights do not fit the model its checkpoint.json describes "
-                f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}); "
-                "checkpoint.json and model.safetensors come from different runs or one was edited."
-            ) from None
-        if missing or unexpected:
-            raise SourceError(
-                f"checkpoint {str(folder)!r} does not match model {mm.get('name')!r}: missing weights "
-                f"{missing[:6]}, unexpected weights {unexpected[:6]}."
+                f"--model {str(p)!r} does not exist; pass a checkpoint or run folder written by atmos train."
             )
+        model, meta = load_model(p)
+        folder = find_checkpoint(p)
+        assert folder is not None  # load_model found it
         channels = _channels_from_meta(meta)
-        grid = _model_grid(model, meta.get("grid"))
-        sample = meta.get("sample")
-        if sample:
-            name = sample.get("name", "sample")
-        else:
-            name = (meta.get("config", {}).get("output", {}) or {}).get("name") or folder.name
-        wfile = folder / meta.get("files", {}).get("model", "model.safetensors")
+        grid = _model_grid(model, meta.grid)
+        name = meta.name or folder.name
         info = {
             "atmos_model": name,
-            "atmos_model_type": mm.get("name"),
+            "atmos_model_type": meta.model.name if meta.model is not None else None,
             "atmos_model_parameters": int(sum(p.numel() for p in model.parameters())),
             "atmos_checkpoint": str(folder),
-            "atmos_checkpoint_sha256": _sha256(wfile),
-            "atmos_checkpoint_atmos_version": str(meta.get("atmos_version", "")),
+            "atmos_checkpoint_sha256": weights_hash(model),
+            "atmos_checkpoint_hash": HASH_METHOD,
+            "atmos_checkpoint_atmos_version": meta.atmos_version,
         }
-        if sample or is_sample_checkpoint(folder):
+        if meta.sample or is_sample_checkpoint(folder):
             from atmos.rollout.sample import SAMPLE_NOTE
 
             info["atmos_model_note"] = f"atmos sample model, {SAMPLE_NOTE}"
-        train = meta.get("training", {}) or {}
-        if train.get("global_step") is not None:
-            info["atmos_checkpoint_global_step"] = int(train["global_step"])
-        cfg = meta.get("config", {}) or {}
-        if cfg.get("data", {}).get("source"):
-            info["atmos_training_data"] = str(cfg["data"]["source"])
-        step_s = meta.get("time_step_seconds")
-        step = pd.Timedelta(seconds=float(step_s)) if step_s else meta.get("time_step", "6h")
-        norm = (meta.get("normalization", {}) or {}).get("outputs", "residual")
-        method = cfg.get("data", {}).get("regrid_method", "bilinear")
+        if meta.global_step is not None:
+            info["atmos_checkpoint_global_step"] = meta.global_step
+        data_cfg = meta.config.get("data") or {}
+        if data_cfg.get("source"):
+            info["atmos_training_data"] = str(data_cfg["source"])
+        step = pd.Timedelta(seconds=meta.time_step_seconds) if meta.time_step_seconds else "6h"
+        norm = meta.output_normalization
+        method = data_cfg.get("regrid_method", "bilinear")
         return cls(
             model,
             channels,
@@ -740,6 +678,7 @@ class Forecaster:
             "atmos_model_parameters": int(sum(p.numel() for p in model.parameters())),
             "atmos_checkpoint": "none (in-memory model)",
             "atmos_checkpoint_sha256": weights_hash(model),
+            "atmos_checkpoint_hash": HASH_METHOD,
         }
         return cls(
             model,
@@ -856,7 +795,7 @@ class Forecaster:
         lat, lon = np.meshgrid(mg.lat, mg.lon, indexing="ij")
         return lat, lon
 
-    def _read(self, ds: xr.Dataset, chans: list[ChannelInfo], times: pd.DatetimeIndex | None) -> np.ndarray:
+    def _read(self, ds: xr.Dataset, chans: list[Channel], times: pd.DatetimeIndex | None) -> np.ndarray:
         """Channels at ``times`` (None: statics) as float32 ``[T, C, *data_grid]`` (physical units)."""
         from atmos.io.coords import spatial_dims
 
@@ -865,7 +804,7 @@ class Forecaster:
             return self._read_channels(ds, chans, times, sdims)
 
     def _read_channels(
-        self, ds: xr.Dataset, chans: list[ChannelInfo], times: pd.DatetimeIndex | None, sdims: tuple[str, ...]
+        self, ds: xr.Dataset, chans: list[Channel], times: pd.DatetimeIndex | None, sdims: tuple[str, ...]
     ) -> np.ndarray:
         out = None
         for k, c in enumerate(chans):
@@ -880,7 +819,7 @@ class Forecaster:
                 if not hit.size:
                     raise DataError(
                         f"channel {c.name!r}: {c.variable!r} has no level {c.level}; levels are "
-                        f"{[_level_label(v) for v in have]}."
+                        f"{[level_label(v) for v in have]}."
                     )
                 x = x.isel(level=int(hit[0]))
             elif "level" in x.dims:
@@ -912,7 +851,7 @@ class Forecaster:
         assert out is not None
         return out
 
-    def _normalize(self, x: torch.Tensor, chans: list[ChannelInfo]) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor, chans: list[Channel]) -> torch.Tensor:
         """``(x - mean) / std`` along the channel axis (axis -1-len(grid))."""
         nd = len(self.model_shape) if self.model_shape else x.ndim - 2
         shape = (-1,) + (1,) * nd
@@ -920,7 +859,7 @@ class Forecaster:
         std = torch.tensor([c.std for c in chans], dtype=x.dtype, device=x.device).view(shape)
         return (x - mean) / std
 
-    def _forcing_fn(self, c: ChannelInfo, ctx: _Context, init: np.datetime64, mode: str):
+    def _forcing_fn(self, c: Channel, ctx: _Context, init: np.datetime64, mode: str):
         from atmos.rollout.forcings import TOA_NAME, ToaCalibration, calibrate_toa, derived
 
         if c.source == "derived" or c.name in DERIVED_FORCINGS:
@@ -1112,11 +1051,7 @@ class Forecaster:
         else:
             out, carry = self.model(hist, forc, ctx.statics, carry_in)
         out = out.float()
-        nxt = (
-            hist[:, -1] + out * self._ratio.view(1, -1, *([1] * (out.ndim - 2)))
-            if self.normalization == "residual"
-            else out
-        )
+        nxt = self.normalizer.step(hist[:, -1], out)
         new_time = state.time + dt
         finite = torch.isfinite(nxt)
         if not bool(finite.all()):
@@ -1169,8 +1104,7 @@ class Forecaster:
         """
         ctx = state.context
         x = state.history[:, -1, : len(self.channels["targets"])]
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        phys = x * self._std.view(shape) + self._mean.view(shape)
+        phys = self.normalizer.denormalize(x)
         out = ctx.to_data(phys).float().cpu().numpy()
         nat = None
         if native:

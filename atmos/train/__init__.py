@@ -8,6 +8,8 @@
 from atmos.train.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_model, save_checkpoint
 from atmos.train.config import (
     DataConfig,
+    DecoderConfig,
+    DownscaleConfig,
     LossConfig,
     ModelConfig,
     MultistepConfig,
@@ -20,14 +22,18 @@ from atmos.train.config import (
     load_config,
     save_config,
 )
-from atmos.train.loop import EMA, FitResult, fit, rollout
+from atmos.train.core import EMA, FitResult
+from atmos.train.loop import rollout
 from atmos.train.losses import AreaWeightedMSE, channel_weights, level_weight
+from atmos.train.tasks import fit
 
 __all__ = [
     "EMA",
     "AreaWeightedMSE",
     "Checkpoint",
     "DataConfig",
+    "DecoderConfig",
+    "DownscaleConfig",
     "FitResult",
     "LossConfig",
     "ModelConfig",

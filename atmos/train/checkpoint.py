@@ -14,12 +14,12 @@ A run directory (``{output.dir}/{output.name}``) holds::
             training_state.pt   optimizer/scheduler/scaler/RNG/sampler state
 
 ``checkpoint.json`` carries everything needed to rebuild and run the model without
-the training code: ``atmos_version``, ``model`` (registry name and constructor
-params), ``config`` (the resolved training config), ``channels`` (the channel
-schema), ``variables``/``levels``/``forcings``/``statics``, ``grid``
-(``Grid.to_dict()``), ``time_step_seconds``, ``history``, ``normalization`` (per
-channel means/stds as plain lists, plus the full per-variable statistics) and
-``training`` (epoch, global step, losses, validation summary).
+the training code, each fact once (:class:`atmos.models.checkpoint.CheckpointMeta`):
+``atmos_version``, ``model`` (registry name and constructor params, channels and
+history included), ``config`` (the resolved training config), ``data_schema`` (the
+channel table with per-channel normalization), ``grid`` (``Grid.to_dict()``),
+``time_step_seconds``, ``normalization`` (mode), ``stats`` (the full per-variable
+statistics) and ``training`` (epoch, global step, losses, validation summary).
 
 ``training_state.pt`` is written with :func:`torch.save` from plain dicts, lists,
 numbers, strings and tensors only, so it loads with ``torch.load(weights_only=True)``.
@@ -45,12 +45,14 @@ import torch
 
 # the read side (format constants, finding and loading checkpoints) lives with the models
 from atmos.models.checkpoint import (
+    CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
     LATEST_FILE,
     META_FILE,
     MODEL_FILE,
     STATE_FILE,
     Checkpoint,
+    CheckpointMeta,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -61,6 +63,7 @@ from atmos.models.checkpoint import (
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "Checkpoint",
+    "CheckpointMeta",
     "atomic_write_text",
     "find_checkpoint",
     "get_rng_state",
@@ -191,8 +194,9 @@ def save_checkpoint(
         Checkpoint folder name (e.g. ``step-00001200``); an existing one is replaced.
     model_state : mapping of str to Tensor
         Weights to store in ``model.safetensors``.
-    meta : mapping
-        JSON-serializable metadata for ``checkpoint.json`` (format fields are added).
+    meta : mapping or CheckpointMeta
+        Metadata for ``checkpoint.json``, written through :class:`CheckpointMeta` (the
+        format fields, ``atmos_version``, ``torch_version`` and ``files`` are set here).
     training_state : mapping, optional
         Plain dicts/lists/tensors for ``training_state.pt``.
     keep : int, optional
@@ -211,18 +215,21 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_root))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
-        from atmos import __version__
+        from atmos._version import __version__
 
-        full_meta = {
-            "format": "atmos-checkpoint",
+        # through the typed class: each fact once, malformed metadata refused before anything is renamed
+        # into place (json round trip: numpy/tensor values become plain numbers and lists)
+        plain = json.loads(json.dumps(dict(meta), default=_json_default, allow_nan=True))
+        full_meta = CheckpointMeta.from_json({
+            **plain,
+            "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "atmos_version": str(__version__),
             "torch_version": torch.__version__,
             "files": {"model": MODEL_FILE, **({"training_state": STATE_FILE} if training_state is not None else {})},
-            **dict(meta),
-        }
+        })
         save_file(_plain_state_dict(model_state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=1, default=_json_default, allow_nan=True))
+        full_meta.write(tmp)
         if training_state is not None:
             torch.save(dict(training_state), tmp / STATE_FILE)
         for f in tmp.iterdir():

@@ -16,7 +16,8 @@ A config file mirrors :class:`TrainConfig`::
 ``decoder`` (lightweight decoders for new variables on the frozen ``backbone``
 checkpoint, or ``sample`` for the embedded sample model; ``decoder:`` section), ``finetune`` (the baseline: the same decoders
 trained together with the whole backbone) or ``downscale`` (a downscaling head;
-``downscale:`` section holds :class:`atmos.train.downscale.DownscaleTrainConfig` fields).
+``downscale:`` section, :class:`DownscaleConfig`). ``optimizer``, ``schedule``,
+``seed`` and ``output`` apply to every task.
 For ``decoder``/``finetune`` the channels, grid and normalization come from the
 backbone's checkpoint; ``data`` gives the source, period and batch size.
 
@@ -49,6 +50,7 @@ __all__ = [
     "ANEMOI_VARIABLE_WEIGHTS",
     "DataConfig",
     "DecoderConfig",
+    "DownscaleConfig",
     "LossConfig",
     "ModelConfig",
     "MultistepConfig",
@@ -332,6 +334,56 @@ class DecoderConfig:
     prognostic_weight: float = 1.0
 
 
+@dataclass
+class DownscaleConfig:
+    """A downscaling head (``task: downscale``, :func:`atmos.train.downscale.fit_downscaler`).
+
+    The fine training data are ``data.source`` over ``data.period`` (validation:
+    ``validation.source``/``validation.period``); the coarse inputs are their
+    conservative coarsening by ``factor``. The optimizer and the learning-rate
+    schedule are ``optimizer`` and ``schedule``, as for every task.
+
+    Attributes
+    ----------
+    channels : list of str
+        Downscaled channels (``variable`` or ``variable_level``).
+    statics : list of str
+        Fine-grid static inputs (stored in the checkpoint with the weights).
+    factor : int
+        Coarsening factor (the fine grid's size must be a multiple of it).
+    model : dict
+        Extra :class:`~atmos.models.heads.DownscalingHeadConfig` fields (``hidden``,
+        ``fine_hidden``, ...).
+    epochs : int or None
+        Passes over the training pairs; None = ``schedule.epochs``.
+    batch_size : int or None
+        Pairs per optimizer step; None = ``data.batch_size``.
+    max_minutes : float or None
+        Stop after this much wall time (counted from the start, data loading
+        included); the schedule then follows whichever of steps or time runs out
+        first, so the learning rate is annealed by the time limit.
+    threads : int or None
+        ``torch.set_num_threads`` (None: leave as is).
+    """
+
+    channels: list[str] = field(default_factory=lambda: ["2m_temperature", "geopotential_500"])
+    statics: list[str] = field(default_factory=lambda: ["geopotential_at_surface", "land_sea_mask"])
+    factor: int = 4
+    model: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_minutes: float | None = None
+    threads: int | None = None
+
+
+#: Keys of other sections that people look for in ``downscale:``; the error names their home.
+_DOWNSCALE_MOVED = {
+    "lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay", "data": "data.source",
+    "time": "data.period", "val_data": "validation.source", "val_time": "validation.period",
+    "seed": "seed", "output_dir": "output.dir", "name": "output.name",
+}
+
+
 #: Values of ``TrainConfig.task``.
 TASKS = ("forecast", "decoder", "finetune", "downscale")
 
@@ -357,7 +409,7 @@ class TrainConfig:
     task: str = "forecast"
     backbone: str | None = None
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    downscale: dict[str, Any] = field(default_factory=dict)
+    downscale: DownscaleConfig = field(default_factory=DownscaleConfig)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -450,9 +502,9 @@ def _from_mapping(cls: type, d: Mapping[str, Any], where: str) -> Any:
         key = str(key)
         if key not in names:
             section = where or "the config"
-            raise ConfigError(
-                f"unknown key {key!r} in {section}; valid keys are {names}.{_suggest(key, names)}"
-            )
+            moved = f" {key!r} is set in `{_DOWNSCALE_MOVED[key]}` for every task." if (
+                cls is DownscaleConfig and key in _DOWNSCALE_MOVED) else _suggest(key, names)
+            raise ConfigError(f"unknown key {key!r} in {section}; valid keys are {names}.{moved}")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
     return cls(**kwargs)
 
@@ -644,6 +696,8 @@ def validate_config(cfg: TrainConfig) -> None:
         if extra:
             raise ConfigError(f"decoder.transforms names {extra}, which are not in decoder.variables {dc.variables}.")
         _positive(dc.prognostic_weight, "decoder.prognostic_weight", allow_zero=True)
+    if cfg.task == "downscale":
+        _validate_downscale(cfg.downscale)
     if not cfg.model.name:
         raise ConfigError("model.name is empty; set it to a registered model (see atmos.models).")
     if not d.variables:
@@ -715,3 +769,19 @@ def validate_config(cfg: TrainConfig) -> None:
     _positive(cfg.output.log_every_steps, "output.log_every_steps")
     _choice(cfg.device.split(":")[0], ("auto", "cpu", "cuda"), "device")
     _choice(cfg.precision, ("auto", "fp32", "bf16", "fp16"), "precision")
+
+
+def _validate_downscale(ds: DownscaleConfig) -> None:
+    """Check the ``downscale:`` section (``task: downscale``)."""
+    if not ds.channels:
+        raise ConfigError("downscale.channels is empty: list the channels to downscale (e.g. [2m_temperature]).")
+    for name in ("channels", "statics"):
+        vals = getattr(ds, name)
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        if dup:
+            raise ConfigError(f"downscale.{name} lists {dup} more than once.")
+    _positive(ds.factor, "downscale.factor")
+    _positive(ds.epochs, "downscale.epochs", allow_none=True)
+    _positive(ds.batch_size, "downscale.batch_size", allow_none=True)
+    _positive(ds.max_minutes, "downscale.max_minutes", allow_none=True)
+    _positive(ds.threads, "downscale.threads", allow_none=True)

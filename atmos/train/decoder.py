@@ -8,8 +8,11 @@ See :mod:`atmos.models.decoder` for the decoders. A decoder run folder holds
     {"task": "decoder",
      "model": {"name": "decoder", "params": LatentDecoderConfig as a dict},
      "backbone": {"path": ..., "sha256": weights_hash(backbone), "model": backbone model name},
-     "variables": [...], "grid": backbone grid, "time_step": ..., "config": the train config,
+     "grid": backbone grid, "time_step_seconds": ..., "config": the train config,
      "training": {...}, "validation": {...}}
+
+(written through :class:`atmos.models.checkpoint.CheckpointMeta`: the predicted variables are
+``model.params.variables``, ``meta.variables``).
 
 :func:`atmos.models.checkpoint.load_decoder` reads it back and refuses a backbone
 whose weights hash differs.
@@ -32,7 +35,24 @@ import torch
 from torch import nn
 
 from atmos.errors import ConfigError, DataError
+from atmos.io.normalizer import Normalizer
+from atmos.io.stats import safe_std
+from atmos.models.base import LatentBackbone
 from atmos.models.checkpoint import weights_hash
+from atmos.train.core import (
+    EMA,
+    area_weights,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    csv_text,
+    ema_weights,
+    resolve_device,
+    rmse,
+    seed_everything,
+    squared_error_sum,
+)
+from atmos.train.data import open_selected, stats_from_json
 
 __all__ = ["DecoderFitResult", "PeakRss", "fit_decoder", "save_decoder"]
 
@@ -202,7 +222,6 @@ def _backbone_config(cfg, bmeta: Mapping[str, Any]):
 
 def _open_windows(cfg, source: str, period, what: str, stats, samples: int | None) -> _Windows:
     from atmos.io.windows import WindowDataset
-    from atmos.train.loop import _open_selected
 
     d = cfg.data
     new = list(cfg.decoder.variables)
@@ -221,7 +240,7 @@ def _open_windows(cfg, source: str, period, what: str, stats, samples: int | Non
             "Fix decoder.variables or the source."
         )
     sel = dataclasses.replace(cfg, data=dataclasses.replace(d, variables=[*d.variables, *new]))
-    ds = _open_selected(source, sel, period, what)
+    ds = open_selected(source, sel, period, what)
     common = {"history": d.history, "lead_steps": 1, "cache": "memory", "healpix_layout": "faces"}
     bb = WindowDataset(
         ds, list(d.variables), forcings=list(d.forcings), statics=list(d.statics), levels=d.levels,
@@ -265,17 +284,8 @@ def _target_stats(w: _Windows, transforms: Mapping[str, Any], variables: list[st
             y = torch.log1p(y.clamp_min(0) / float(t["scale"]))
         resolved[v] = t
         mean[v] = float(y.mean())
-        std[v] = float(y.std()) if float(y.std()) > 0 else 1.0
+        std[v] = safe_std(float(y.std()), mean[v])
     return resolved, mean, std
-
-
-def _area(grid, grid_shape: tuple[int, ...]) -> torch.Tensor:
-    from atmos.train.losses import grid_area_weights
-
-    area = grid_area_weights(grid)
-    if tuple(area.shape) != tuple(grid_shape):  # HEALPix faces
-        area = grid.cells_to_faces(area)
-    return area
 
 
 def _wmse(pred: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
@@ -289,31 +299,22 @@ class _Prognostic:
     """The backbone's one-step prediction and loss in its own normalization."""
 
     def __init__(self, bmeta: Mapping[str, Any], names: list[str], device: torch.device) -> None:
-        norm = bmeta.get("normalization") or {}
-        chans = norm.get("channels") or {}
-        self.residual = norm.get("outputs", "residual") == "residual"
-        std = [float(chans[n]["std"]) for n in names]
-        mean = [float(chans[n]["mean"]) for n in names]
-        ratio = [float(chans[n]["residual_std"]) / s if self.residual else 1.0 for n, s in zip(names, std, strict=True)]
-        self.std = torch.tensor(std, device=device)
-        self.mean = torch.tensor(mean, device=device)
-        self.ratio = torch.tensor(ratio, device=device)
+        from atmos.models.checkpoint import CheckpointMeta
+
+        meta = CheckpointMeta.from_json(bmeta)
+        section = {"outputs": meta.output_normalization, "channels": meta.channel_stats}
+        self.norm = Normalizer.from_dict(section, names).to(device)  # the Forecaster's normalization
         self.n = len(names)
 
-    def _v(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return t.view(1, -1, *([1] * (x.ndim - 2)))
-
     def next_state(self, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        if self.residual:
-            return inputs[:, -1, : self.n] + delta * self._v(self.ratio, delta)
-        return delta
+        return self.norm.step(inputs[:, -1, : self.n], delta)
 
     def loss(self, inputs, delta, target, area) -> torch.Tensor:
-        r = self._v(self.ratio, delta)
+        r = self.norm.ratio.view(1, -1, *([1] * (delta.ndim - 2)))
         return _wmse(self.next_state(inputs, delta) / r, target / r, area).mean()
 
     def physical(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._v(self.std, x) + self._v(self.mean, x)
+        return self.norm.denormalize(x)
 
 
 def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
@@ -348,15 +349,13 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     from atmos.models.decoder import LatentDecoder
     from atmos.train.checkpoint import atomic_write_text, save_checkpoint
     from atmos.train.config import config_to_dict, save_config
-    from atmos.train.loop import _csv_text, _stats_from_json, seed_everything, warmup_cosine
 
     t_call = time.time()
     if cfg.task not in ("decoder", "finetune"):
         raise ConfigError(f"fit_decoder trains task 'decoder' or 'finetune', got task {cfg.task!r}.")
     frozen = cfg.task == "decoder"
     seed_everything(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     if str(cfg.backbone) == "sample":  # the embedded sample model
         from importlib.resources import files
 
@@ -371,13 +370,13 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
             "`backbone:` to a folder written by `atmos train`, or `sample` for the embedded sample model."
         )
     backbone, bmeta = load_model(cfg.backbone)
-    if not hasattr(backbone, "forward_latent"):
+    if not isinstance(backbone, LatentBackbone):
         raise ConfigError(
             f"backbone {cfg.backbone!r} ({type(backbone).__name__}) exposes no latent; decoders need a ViT or UNetGRU."
         )
     backbone_hash_before = weights_hash(backbone)
     cfg = _backbone_config(cfg, bmeta)
-    stats = _stats_from_json(bmeta["stats"]) if bmeta.get("stats") else None
+    stats = stats_from_json(bmeta["stats"]) if bmeta.get("stats") else None
     if stats is None:
         raise ConfigError(f"backbone checkpoint {cfg.backbone!r} has no normalization statistics (stats).")
     variables = list(cfg.decoder.variables)
@@ -387,7 +386,7 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     if cfg.validation.source:
         val = _open_windows(cfg, cfg.validation.source, cfg.validation.period, "validation", stats,
                             cfg.validation.samples)
-    area = _area(train.backbone.grid, tuple(train.backbone.grid_shape)).to(device)
+    area = area_weights(train.backbone.grid, tuple(train.backbone.grid_shape)).to(device)
     transforms, mean, std = _target_stats(train, dict(cfg.decoder.transforms), variables)
     units = dict(train.units)
     decoder = LatentDecoder.for_backbone(
@@ -402,23 +401,23 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
             p.requires_grad_(False)
         backbone.eval()
         params = list(decoder.parameters())
+        trained = nn.ModuleDict({"decoder": decoder})  # what the optimizer (and the EMA) update
     else:
         backbone.train()
         params = list(backbone.parameters()) + list(decoder.parameters())
+        trained = nn.ModuleDict({"backbone": backbone, "decoder": decoder})
     n_train = sum(p.numel() for p in params)
     n_frozen = sum(p.numel() for p in backbone.parameters()) if frozen else 0
 
     opt = cfg.optimizer
-    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
+    optimizer = build_optimizer(params, opt)
+    ema = EMA(trained, opt.ema_decay) if opt.ema_decay else None
     bs = int(cfg.data.batch_size)
     per_epoch = math.ceil(len(train.indices) / bs)
     if cfg.schedule.max_steps_per_epoch:
         per_epoch = min(per_epoch, int(cfg.schedule.max_steps_per_epoch))
     total = per_epoch * int(cfg.schedule.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(total, cfg.schedule.warmup_steps, cfg.schedule.warmup_start_factor, cfg.schedule.min_lr / opt.lr),
-    )
+    sched = build_scheduler(optimizer, cfg.schedule, opt.lr, total)
 
     out = cfg.output
     run_dir = Path(out.dir) / (out.name or f"{cfg.task}-{Path(str(cfg.backbone)).name}")
@@ -469,10 +468,11 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if opt.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+                clip_gradients(params, opt.grad_clip)
                 optimizer.step()
                 sched.step()
+                if ema is not None:
+                    ema.update(trained)
                 train_time += time.perf_counter() - t0
                 step += 1
                 lv = float(loss.detach())
@@ -483,15 +483,18 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
                     bar.update(1)
                     bar.set_postfix(loss=f"{lv:.4f}")
             rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
-                                   "train_time_s": round(train_time, 3)}
+                                   "lr": sched.get_last_lr()[0], "train_time_s": round(train_time, 3)}
             if val is not None and ((epoch + 1) % cfg.validation.every_epochs == 0 or epoch + 1 == cfg.schedule.epochs):
-                validation = _validate(backbone, decoder, val, area, prog, names, bs, device)
+                with ema_weights(trained, ema):
+                    validation = _validate(backbone, decoder, val, area, prog, names, bs, device)
                 rec.update({f"val_rmse_{v}": r for v, r in validation["rmse"].items()})
                 log.info("epoch %d: loss %.4f, val RMSE %s", epoch + 1, rec["train_loss"], validation["rmse"])
             history.append(rec)
             header = list(dict.fromkeys(k for r in history for k in r))
-            atomic_write_text(run_dir / "metrics.csv", _csv_text(header, history))
+            atomic_write_text(run_dir / "metrics.csv", csv_text(header, history))
 
+    if ema is not None:  # the checkpoints hold the EMA weights, as for task: forecast
+        trained.load_state_dict(ema.shadow)
     backbone.eval()
     decoder.eval()
     if frozen and weights_hash(backbone) != backbone_hash_before:  # pragma: no cover - guarded by requires_grad
@@ -543,14 +546,15 @@ def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, 
         batch = _batch(val, ids, device)
         latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
         y = decoder.to_physical(decoder(latent))
-        se_new += _wmse(y.double(), batch["new"].double(), area.double()).cpu() * len(ids)
+        se_new += squared_error_sum(y, batch["new"], area).cpu()
         nxt = prog.physical(prog.next_state(batch["inputs"], backbone.decode_latent(latent)))
         tgt = prog.physical(batch["targets"][:, 0])
-        se_prog += _wmse(nxt.double(), tgt.double(), area.double()).cpu() * len(ids)
+        se_prog += squared_error_sum(nxt, tgt, area).cpu()
         n += len(ids)
+    rm_new, rm_prog = rmse(se_new, n), rmse(se_prog, n)
     return {
-        "rmse": {v: float(math.sqrt(se_new[k] / n)) for k, v in enumerate(decoder.variables)},
+        "rmse": {v: float(rm_new[k]) for k, v in enumerate(decoder.variables)},
         "units": dict(decoder.config.units),
-        "prognostic_rmse": {c: float(math.sqrt(se_prog[k] / n)) for k, c in enumerate(names)},
+        "prognostic_rmse": {c: float(rm_prog[k]) for k, c in enumerate(names)},
         "samples": n,
     }

@@ -4,10 +4,13 @@ The fine data are the truth; the input is their conservative coarsening by ``fac
 (:func:`atmos.io.downscale.coarsen_conservative`). Both are normalized with the
 area-weighted statistics of the fine training data (:func:`atmos.io.compute_stats`;
 coarsening is a weighted mean, so the same mean/std apply to both). The loss is the
-area-weighted MSE of :class:`atmos.train.losses.AreaWeightedMSE` on the fine grid;
-the optimizer is AdamW with a cosine learning-rate schedule.
+area-weighted MSE of :class:`atmos.train.losses.AreaWeightedMSE` on the fine grid.
+The optimizer, the learning-rate schedule, the EMA, gradient clipping and the CSV log
+are those of every task (:mod:`atmos.train.core`, from the config's ``optimizer`` and
+``schedule``); the head's settings are the ``downscale:`` section
+(:class:`atmos.train.config.DownscaleConfig`).
 
-A run folder ``{output_dir}/{name}`` holds ``metrics.csv`` (one row per epoch),
+A run folder ``{output.dir}/{output.name}`` holds ``metrics.csv`` (one row per epoch),
 ``DONE`` and ``checkpoints/final/`` (``model.safetensors`` + ``checkpoint.json`` with
 ``task: "downscale"``, the head's registry name and params, the per-channel
 normalization, the fine and coarse grids). Load it with
@@ -27,14 +30,37 @@ from typing import Any
 import numpy as np
 import torch
 
+from atmos.channels import Channel, split_name
 from atmos.errors import ConfigError
+from atmos.train.config import TrainConfig
+from atmos.train.core import (
+    EMA,
+    CsvLog,
+    area_weights,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    ema_weights,
+    rmse,
+    seed_everything,
+    squared_error_sum,
+)
+from atmos.io.stats import safe_std
 
 __all__ = ["DownscaleTrainConfig", "fit_downscaler", "load_pairs"]
 
 
 @dataclass
 class DownscaleTrainConfig:
-    """Settings of :func:`fit_downscaler`.
+    """Flat settings of :func:`fit_downscaler` for calls from Python (``atmos train`` uses a
+    :class:`~atmos.train.config.TrainConfig` with ``task: downscale``).
+
+    :meth:`to_train_config` maps them onto the config sections: ``data``/``time`` ->
+    ``data.source``/``data.period``, ``batch_size`` -> ``data.batch_size``,
+    ``val_data``/``val_time`` -> ``validation``, ``lr``/``weight_decay`` -> ``optimizer``
+    (AdamW with torch's betas (0.9, 0.999), no gradient clipping), ``epochs`` ->
+    ``schedule.epochs`` (no warm-up: a cosine from ``lr`` to 0), ``output_dir``/``name``
+    -> ``output``, the rest -> ``downscale``.
 
     Attributes
     ----------
@@ -80,15 +106,42 @@ class DownscaleTrainConfig:
     name: str = "downscale"
     threads: int | None = None
 
+    def to_train_config(self) -> TrainConfig:
+        """The equivalent ``task: downscale`` :class:`~atmos.train.config.TrainConfig` (validated).
 
-def _channel_info(ds, name: str) -> tuple[str, float | None]:
-    from atmos.io.downscale import channel_array
+        Raises
+        ------
+        ConfigError
+            Values the config rejects (non-positive epochs, batch size or lr...), naming the config field.
+        """
+        from atmos.train.config import load_config
 
-    da = channel_array(ds, name)
-    if name in ds.data_vars:
-        return name, None
-    var = name.rpartition("_")[0]
-    return var, float(da["level"].values) if "level" in da.coords else float(name.rpartition("_")[2])
+        return load_config({
+            "task": "downscale",
+            "data": {"source": self.data, "period": list(self.time) if self.time else None,
+                     "batch_size": self.batch_size},
+            "validation": {"source": self.val_data, "period": list(self.val_time) if self.val_time else None},
+            "optimizer": {"lr": self.lr, "weight_decay": self.weight_decay, "betas": [0.9, 0.999],
+                          "grad_clip": None},
+            "schedule": {"epochs": self.epochs, "warmup_steps": 0, "min_lr": 0.0},
+            "output": {"dir": self.output_dir, "name": self.name},
+            "seed": self.seed,
+            "downscale": {"channels": list(self.channels), "statics": list(self.statics), "factor": self.factor,
+                          "model": dict(self.model), "max_minutes": self.max_minutes, "threads": self.threads},
+        })
+
+
+def _train_config(config: TrainConfig | DownscaleTrainConfig) -> TrainConfig:
+    if isinstance(config, DownscaleTrainConfig):
+        return config.to_train_config()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"fit_downscaler takes a TrainConfig with task: downscale or a DownscaleTrainConfig, got "
+            f"{type(config).__name__}; build one with atmos.train.load_config(..., ['task=downscale'])."
+        )
+    if config.task != "downscale":
+        raise ConfigError(f"fit_downscaler trains task 'downscale', got task {config.task!r}; use atmos.train.fit.")
+    return config
 
 
 def load_pairs(ds, channels: list[str], factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +166,17 @@ def load_pairs(ds, channels: list[str], factor: int) -> tuple[np.ndarray, np.nda
     return coarse, fine
 
 
-def fit_downscaler(config: DownscaleTrainConfig) -> Path:
+def fit_downscaler(config: TrainConfig | DownscaleTrainConfig) -> Path:
     """Train a downscaling head and write its run folder; returns the run folder.
+
+    Parameters
+    ----------
+    config : TrainConfig or DownscaleTrainConfig
+        ``task: downscale``: the ``downscale:`` section, the fine data ``data.source``/
+        ``data.period``, ``validation.source``/``validation.period`` (area-weighted RMSE
+        per channel each epoch, physical units), ``optimizer``, ``schedule`` (with
+        ``max_steps_per_epoch``), ``seed`` and ``output``, as for every task; or the flat
+        :class:`DownscaleTrainConfig` (:meth:`~DownscaleTrainConfig.to_train_config`).
 
     Raises
     ------
@@ -129,21 +191,23 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
     from atmos.models.heads import DownscalingHeadConfig
     from atmos.models.registry import build, config_to_dict
     from atmos.train.checkpoint import atomic_write_text, save_checkpoint
+    from atmos.train.config import config_to_dict as train_config_to_dict
     from atmos.train.losses import AreaWeightedMSE
 
-    cfg = config
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ConfigError(
-            f"epochs, batch_size and lr must be positive, got {cfg.epochs}, {cfg.batch_size}, {cfg.lr}."
-        )
+    train_cfg = _train_config(config)
+    cfg = train_cfg.downscale
+    source = train_cfg.data.source
+    opt_cfg, sch = train_cfg.optimizer, train_cfg.schedule
+    epochs = int(cfg.epochs or sch.epochs)
+    batch_size = int(cfg.batch_size or train_cfg.data.batch_size)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    seed_everything(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)
     t_start = time.time()
 
-    variables = sorted({_channel_info_var(c) for c in cfg.channels} | set(cfg.statics))
-    ds = open_dataset(cfg.data, time=tuple(cfg.time) if cfg.time else None)
+    variables = sorted({split_name(c)[0] for c in cfg.channels} | set(cfg.statics))
+    ds = open_dataset(source, time=tuple(train_cfg.data.period) if train_cfg.data.period else None)
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
         channel_array(ds, missing[0])  # raises a DataError naming what exists
@@ -151,19 +215,20 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
     from atmos.io.names import check_plausible_dataset
 
     check_plausible_dataset(
-        ds, f" in the training data {cfg.data!r}",
+        ds, f" in the training data {source!r}",
         fix="Fix the variable's units attribute in the data so that atmos converts it to the canonical units.",
     )
     grid = grid_of(ds)
     stats = compute_stats(ds).compute()
     norm: dict[str, dict[str, Any]] = {}
     for name in [*cfg.channels, *cfg.statics]:
-        var, level = _channel_info(ds, name)
+        channel_array(ds, name)  # raises a DataError naming what exists
+        var, level = Channel.parse(name, ds).key
         st = stats[var]
         if level is not None:
             st = st.sel(level=level)
         mean, std = float(st.sel(statistic="mean")), float(st.sel(statistic="std"))
-        norm[name] = {"variable": var, "level": level, "mean": mean, "std": std if std > 0 else 1.0}
+        norm[name] = {"variable": var, "level": level, "mean": mean, "std": safe_std(std, mean)}
 
     coarse, fine = load_pairs(ds, cfg.channels, cfg.factor)
     mean = np.array([norm[c]["mean"] for c in cfg.channels], np.float32)[:, None, None]
@@ -194,45 +259,51 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
         model.static_fields.copy_(torch.from_numpy(s))
 
     val = None
-    if cfg.val_data:
-        vds = open_dataset(cfg.val_data, time=tuple(cfg.val_time) if cfg.val_time else None)
+    vcfg = train_cfg.validation
+    if vcfg.source:
+        vds = open_dataset(vcfg.source, time=tuple(vcfg.period) if vcfg.period else None)
         vds = vds[[v for v in variables if v in vds.data_vars]].load()
         vc, vf = load_pairs(vds, cfg.channels, cfg.factor)
         val = (torch.from_numpy((vc - mean) / std), torch.from_numpy(vf))
 
-    loss_fn = AreaWeightedMSE(torch.as_tensor(grid.area_weights()))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = AreaWeightedMSE(area_weights(grid))
+    area = loss_fn.area  # [nlat, nlon], sums to 1
+    opt = build_optimizer(model.parameters(), opt_cfg)
+    ema = EMA(model, opt_cfg.ema_decay) if opt_cfg.ema_decay else None
     n = xc.shape[0]
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    steps_per_epoch = math.ceil(n / batch_size)
+    if sch.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, int(sch.max_steps_per_epoch))
+    total = epochs * steps_per_epoch
     budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
 
-    def _progress(s: int) -> float:
-        """Fraction of the schedule done: by steps, or by wall time when that runs out first."""
-        frac = min(s, total) / total
-        if budget is not None:
-            frac = max(frac, min((time.time() - t_start) / budget, 1.0))
-        return frac
+    def _time_fraction() -> float:
+        """Fraction of the wall-time budget used (the schedule follows it when it runs out first)."""
+        return min((time.time() - t_start) / budget, 1.0) if budget else 0.0
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * _progress(s))))
-    run_dir = Path(cfg.output_dir) / cfg.name
+    sched = build_scheduler(opt, sch, opt_cfg.lr, total, time_fraction=_time_fraction if budget else None)
+    run_dir = Path(train_cfg.output.dir) / (train_cfg.output.name or "downscale")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "DONE").unlink(missing_ok=True)
-    rows = ["epoch,step,train_loss,seconds" + "".join(f",val_rmse_{c}" for c in cfg.channels)]
-    area = loss_fn.area
+    metrics = CsvLog(run_dir / "metrics.csv",
+                     ["epoch", "step", "train_loss", "lr", "seconds", *(f"val_rmse_{c}" for c in cfg.channels)])
     step, epoch, train_loss, val_rmse = 0, 0, float("nan"), {}
+    history: list[dict[str, Any]] = []
     stopped = False
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         perm = torch.from_numpy(rng.permutation(n))
         tot, cnt = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch_size : (b + 1) * batch_size]
             loss = loss_fn(model(xc[idx]), yf[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            clip_gradients(model.parameters(), opt_cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             tot += float(loss.detach()) * idx.numel()
             cnt += idx.numel()
@@ -242,35 +313,35 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
         train_loss = tot / max(cnt, 1)
         val_rmse = {}
         if val is not None:
-            model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), ema_weights(model, ema):
                 se = torch.zeros(len(cfg.channels), dtype=torch.float64)
                 for i in range(0, val[0].shape[0], 64):
                     pred = model(val[0][i : i + 64]) * torch.from_numpy(std) + torch.from_numpy(mean)
-                    se += ((pred - val[1][i : i + 64]) ** 2 * area).sum((-2, -1)).sum(0).double()
-                rm = (se / val[0].shape[0]).sqrt()
+                    se += squared_error_sum(pred, val[1][i : i + 64], area)
+                rm = rmse(se, val[0].shape[0])
             val_rmse = {c: float(rm[k]) for k, c in enumerate(cfg.channels)}
-        rows.append(
-            f"{epoch},{step},{train_loss:.6g},{time.time() - t_start:.1f}"
-            + "".join(f",{val_rmse.get(c, float('nan')):.6g}" for c in cfg.channels)
-        )
-        atomic_write_text(run_dir / "metrics.csv", "\n".join(rows) + "\n")
+        row = {"epoch": epoch, "step": step, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
+               "seconds": time.time() - t_start, **{f"val_rmse_{c}": v for c, v in val_rmse.items()}}
+        metrics.write([row])
+        history.append(row)
         if stopped:
             break
 
+    if ema is not None:  # the checkpoint holds the EMA weights, as for every task
+        model.load_state_dict(ema.shadow)
     model_params = config_to_dict(model)
     model_params.pop("name")
     meta = {
         "task": "downscale",
         "model": {"name": "downscale", "params": model_params},
-        "config": dataclasses.asdict(cfg),
+        "config": train_config_to_dict(train_cfg),
         "channels": list(cfg.channels),
         "statics": list(cfg.statics),
         "normalization": norm,
         "grid": grid.to_dict(),
         "coarse_grid": model.coarse_grid.to_dict(),
         "factor": int(cfg.factor),
-        "data": {"source": str(cfg.data), "attrs_notes": str(ds.attrs.get("notes", ""))},
+        "data": {"source": str(source), "attrs_notes": str(ds.attrs.get("notes", ""))},
         "training": {
             "epoch": epoch,
             "global_step": step,
@@ -279,18 +350,9 @@ def fit_downscaler(config: DownscaleTrainConfig) -> Path:
             "seconds": time.time() - t_start,
             "stopped_by_time_limit": stopped,
             "n_samples": n,
+            "history": history,
         },
     }
     save_checkpoint(run_dir, "final", model.state_dict(), meta)
     atomic_write_text(run_dir / "DONE", f"{time.time() - t_start:.1f} s\n")
     return run_dir
-
-
-def _channel_info_var(name: str) -> str:
-    """Variable of a channel name by its spelling (``geopotential_500`` -> ``geopotential``)."""
-    var, _, lev = name.rpartition("_")
-    try:
-        float(lev)
-    except ValueError:
-        return name
-    return var if var else name

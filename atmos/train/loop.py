@@ -1,4 +1,4 @@
-"""The training loop: ``fit(config)``.
+"""The forecast trainer (``task: forecast``): :func:`fit_forecast`, called by :func:`atmos.train.fit`.
 
 One optimizer step = one batch of windows rolled out for K steps (the curriculum's
 K for the epoch), with the gradient mode of ``multistep.gradient``:
@@ -31,45 +31,59 @@ only rank 0 logs and writes checkpoints. A single process needs no changes.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import os
-import random
 import shutil
-import signal
-import threading
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from atmos.errors import ConfigError, DataError
-from atmos.io.paths import check_writable
+from atmos.errors import ConfigError, DataError, SourceError
+from atmos.io.normalizer import Normalizer
+from atmos.models.checkpoint import load_weights
 from atmos.train import checkpoint as ckpt_io
 from atmos.train import distributed as dist_utils
-from atmos.train.config import TrainConfig, config_to_dict, load_config, parse_gradient_mode, save_config
-from atmos.train.losses import AreaWeightedMSE, channel_weights, grid_area_weights, weighted_mse
+from atmos.train.config import TrainConfig, config_to_dict, parse_gradient_mode, save_config
+from atmos.train.core import (
+    EMA,
+    CsvLog,
+    FitResult,
+    StopFlag,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    ema_weights,
+    resolve_device,
+    seed_everything,
+    squared_error_sum,
+    warmup_cosine,
+)
+from atmos.train.data import DataBundle, prepare_data, stats_from_json, stats_to_json
+from atmos.train.losses import AreaWeightedMSE, channel_weights
 
 __all__ = [
     "EMA",
     "FitResult",
     "RolloutResult",
     "build_model",
-    "build_model_from_meta",
     "check_model_name",
-    "fit",
+    "fit_forecast",
     "prepare_data",
     "rollout",
     "seed_everything",
     "warmup_cosine",
 ]
+
+#: Old private names, kept for callers (tests, scripts) that import them from here.
+_stats_from_json = stats_from_json
+_stats_to_json = stats_to_json
 
 log = logging.getLogger("atmos.train")
 
@@ -79,23 +93,6 @@ _DATA_KEYS = ("inputs", "targets", "forcings", "statics")
 # =============================================================================================
 # small utilities
 # =============================================================================================
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _resolve_device(name: str, info: dist_utils.DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device is 'cuda' but torch sees no GPU; set device: cpu (or auto).")
-        return torch.device("cuda", info.local_rank if name == "cuda" else int(name.split(":")[1]))
-    return torch.device("cpu")
 
 
 def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -109,53 +106,6 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, start_factor: float, min_ratio: float) -> Callable[[int], float]:
-    """lr multiplier at optimizer step ``s``: linear warm-up, then cosine to ``min_ratio``."""
-    total = max(1, int(total_steps))
-    warm = min(int(warmup_steps), total)
-
-    def f(step: int) -> float:
-        if warm > 0 and step < warm:
-            return start_factor + (1.0 - start_factor) * step / warm
-        span = max(1, total - warm)
-        t = min(1.0, (step - warm) / span)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return f
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers.
-
-    ``shadow = decay * shadow + (1 - decay) * current`` after each optimizer step
-    (buffers are copied). Plain-tensor ``state_dict``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
-            if v.is_floating_point():
-                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
-            else:
-                s.copy_(v)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.decay = float(state["decay"])
-        self.updates = int(state["updates"])
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -267,168 +217,6 @@ def rollout(
 
 
 # =============================================================================================
-# data
-# =============================================================================================
-
-
-@dataclass
-class DataBundle:
-    """Training/validation windows and what the model and checkpoint need to know about them."""
-
-    train: Any  # WindowDataset
-    val: Any | None  # WindowDataset or None
-    val_indices: list[int]
-    stats: Any  # xarray.Dataset
-    grid: Any  # LatLonGrid | HealpixGrid
-    grid_shape: tuple[int, ...]
-    layout: str
-    time_step: Any  # pandas.Timedelta
-    schema: Any  # atmos.io.windows.WindowSchema of the training windows
-    area: torch.Tensor = field(repr=False)
-
-
-def _open_selected(source: str, cfg: TrainConfig, period: Sequence[str] | None, what: str):
-    """Open ``source`` with only the variables the config needs, on the training grid."""
-    from atmos.io.forcings import DERIVED_FORCINGS
-    from atmos.io.open import open_dataset
-
-    d = cfg.data
-    wanted = list(dict.fromkeys([*d.variables, *[f for f in d.forcings if f not in DERIVED_FORCINGS], *d.statics]))
-    ds = open_dataset(source, units=d.units)
-    missing = [v for v in wanted if v not in ds.data_vars]
-    if missing:
-        raise DataError(
-            f"{what} source {source!r} lacks variables {missing} named in the config; it has "
-            f"{sorted(map(str, ds.data_vars))}. Fix data.variables/forcings/statics or the source."
-        )
-    ds = ds[wanted]
-    if period is not None:
-        ds = ds.sel(time=slice(str(period[0]), str(period[1])))
-        if ds.sizes.get("time", 0) == 0:
-            raise DataError(f"{what} period {list(period)} selects no time step of {source!r}.")
-    if d.levels is not None and "level" in ds.dims:
-        have = [int(v) for v in ds["level"].values]
-        miss = [lv for lv in d.levels if lv not in have]
-        if miss:
-            raise DataError(f"data.levels {miss} are not in {what} source {source!r}; it has levels {have}.")
-        ds = ds.sel(level=list(d.levels))
-    from atmos.io.names import check_plausible_dataset
-
-    check_plausible_dataset(
-        ds,
-        f" in the {what} source {source!r}",
-        fix="Fix the variable's units attribute so that atmos converts it, or declare its units in the "
-        "config: data.units: {VARIABLE: UNITS} (e.g. on the command line data.units.geopotential=m).",
-    )
-    if d.in_memory:
-        ds = ds.load()
-    if d.grid == "healpix":
-        from atmos.io.coords import grid_of
-        from atmos.io.regrid import to_healpix
-
-        if "cell" not in ds.dims:
-            ds = to_healpix(ds, int(d.nside), method=d.regrid_method)
-            if d.in_memory:
-                ds = ds.load()
-        elif grid_of(ds).nside != d.nside:
-            raise DataError(f"{what} data is on HEALPix nside {grid_of(ds).nside}, the config asks for {d.nside}.")
-    return ds
-
-
-def _stats_to_json(stats) -> dict[str, Any]:
-    d = stats.to_dict(data="list")
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, np.generic):
-            return clean(x.item())
-        return x
-
-    return clean(d)
-
-
-def _stats_from_json(d: Mapping[str, Any]):
-    import xarray as xr
-
-    def nan(x: Any) -> Any:
-        if x is None:
-            return float("nan")
-        if isinstance(x, list):
-            return [nan(v) for v in x]
-        return x
-
-    d = dict(d)
-    d["data_vars"] = {k: {**v, "data": nan(v["data"])} for k, v in d["data_vars"].items()}
-    ds = xr.Dataset.from_dict(d)
-    ds["statistic"] = ds["statistic"].astype(str)
-    return ds
-
-
-def prepare_data(cfg: TrainConfig, stats=None) -> DataBundle:
-    """Open, select, regrid and window the training and validation data of a config.
-
-    Parameters
-    ----------
-    cfg : TrainConfig
-    stats : xarray.Dataset, optional
-        Normalization statistics to use (e.g. from a checkpoint). Default: loaded from
-        ``data.stats`` or computed from the training period.
-    """
-    from atmos.io.coords import grid_of
-    from atmos.io.windows import WindowDataset
-
-    d = cfg.data
-    train_ds = _open_selected(d.source, cfg, d.period, "training")
-    if stats is None:
-        if d.stats:
-            from atmos.io.stats import load_stats
-
-            stats = load_stats(d.stats)
-        else:
-            from atmos.io.stats import compute_stats
-
-            names = [v for v in train_ds.data_vars]
-            log.info("computing normalization statistics of %d variables over the training period", len(names))
-            stats = compute_stats(train_ds, variables=names).compute()
-    common = {
-        "inputs": list(d.variables),
-        "forcings": list(d.forcings),
-        "statics": list(d.statics),
-        "history": d.history,
-        "levels": d.levels,
-        "stats": stats,
-        "cache": "memory" if d.in_memory else "blocks",
-        "healpix_layout": "faces",
-    }
-    train = WindowDataset(train_ds, lead_steps=cfg.multistep.max_steps, **common)
-    val = None
-    val_idx: list[int] = []
-    v = cfg.validation
-    if v.source:
-        val_ds = _open_selected(v.source, cfg, v.period, "validation")
-        val = WindowDataset(val_ds, lead_steps=v.steps, **common)
-        n = len(val)
-        if v.samples is None or v.samples >= n:
-            val_idx = list(range(n))
-        else:
-            val_idx = sorted({round(float(i)) for i in np.linspace(0, n - 1, v.samples)})
-    grid = grid_of(train_ds)
-    area = grid_area_weights(grid)
-    layout = "latlon"
-    if train.grid_shape != tuple(grid.shape):  # HEALPix faces
-        area = grid.cells_to_faces(area)
-        layout = "faces"
-    if not cfg.loss.area_weighted:
-        area = torch.full_like(area, 1.0 / area.numel())
-    return DataBundle(train, val, val_idx, stats, grid, tuple(train.grid_shape), layout, train.step, train.schema(), area)
-
-
-# =============================================================================================
 # model
 # =============================================================================================
 
@@ -461,11 +249,6 @@ def _registry_build(name: str, params: Mapping[str, Any]) -> nn.Module:
     if build is None:  # pragma: no cover - partial installs
         raise ConfigError("atmos.models has no build(); cannot construct models by name.")
     return build(name, **dict(params))
-
-
-def build_model_from_meta(meta: Mapping[str, Any]) -> nn.Module:
-    """Rebuild the model described by a checkpoint's ``checkpoint.json``."""
-    return _registry_build(meta["model"]["name"], meta["model"]["params"])
 
 
 def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
@@ -551,43 +334,6 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> tuple[nn.Module, dict[str
 # =============================================================================================
 
 
-class _CsvLog:
-    """Append-only CSV with a fixed header; on resume, rows after ``keep_until_step`` are dropped."""
-
-    def __init__(self, path: Path, header: Sequence[str], keep_until_step: int | None) -> None:
-        self.path = path
-        self.header = list(header)
-        if keep_until_step is not None and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r.get("global_step") or 0)) <= keep_until_step]
-            ckpt_io.atomic_write_text(path, _csv_text(self.header, rows))
-        elif not path.exists() or keep_until_step is None:
-            ckpt_io.atomic_write_text(path, _csv_text(self.header, []))
-
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.header, extrasaction="ignore")
-            for r in rows:
-                w.writerow({k: _fmt(v) for k, v in r.items()})
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.8g}"
-    return v
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(header), extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
 TRAIN_COLUMNS = ("epoch", "global_step", "split", "loss", "lr", "rollout_steps", "samples_per_s", "elapsed_s")
 VAL_COLUMNS = ("epoch", "global_step", "channel", "units", "lead_hours", "rmse", "persistence_rmse")
 
@@ -597,74 +343,12 @@ VAL_COLUMNS = ("epoch", "global_step", "channel", "units", "lead_hours", "rmse",
 # =============================================================================================
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes
-    ----------
-    run_dir : Path
-    checkpoint : Path or None
-        The last checkpoint written.
-    status : str
-        ``finished`` or ``stopped`` (deadline, signal or ``stop_after`` reached; resume
-        with ``resume=True``).
-    epoch : int
-        Epochs completed.
-    global_step : int
-        Optimizer steps done.
-    history : list of dict
-        One summary per completed epoch (train loss, val loss, wall time...).
-    validation : dict
-        Last validation: ``{"lead_hours": [...], "rmse": {channel: [...]},
-        "persistence_rmse": {channel: [...]}, "units": {...}, "loss": float}``.
-    wall_time_s : float
-        Time spent in this call.
-    """
-
-    run_dir: Path
-    checkpoint: Path | None
-    status: str
-    epoch: int
-    global_step: int
-    history: list[dict[str, Any]]
-    validation: dict[str, Any]
-    wall_time_s: float
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGUSR1 (installed only in the main thread)."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)):
-                if sig is None:
-                    continue
-                try:
-                    self._old[sig] = signal.signal(sig, self._handle)
-                except (ValueError, OSError):  # pragma: no cover
-                    pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        log.warning("signal %d received: checkpointing at the next step and stopping", signum)
-        self.set = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 class _Trainer:
     def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo, resume: Any, deadline: float | None,
                  stop_after: int | None) -> None:
         self.cfg = cfg
         self.info = info
-        self.device = _resolve_device(cfg.device, info)
+        self.device = resolve_device(cfg.device, info.local_rank)
         self.amp_dtype = _resolve_precision(cfg.precision, self.device)
         self.deadline = deadline
         self.stop_after = stop_after
@@ -684,27 +368,18 @@ class _Trainer:
         self.resume_ckpt: ckpt_io.Checkpoint | None = self._find_resume(resume)
         stats = None
         if self.resume_ckpt is not None and self.resume_ckpt.meta.get("stats"):
-            stats = _stats_from_json(self.resume_ckpt.meta["stats"])
+            stats = stats_from_json(self.resume_ckpt.meta["stats"])
         self._check_run_dir()
 
         # --- data ---
         self.data = prepare_data(cfg, stats=stats)
         self.step_seconds = self.data.time_step.total_seconds()
         chans = self.data.schema.groups["targets"]
-        std = torch.tensor([c.std for c in chans], dtype=torch.float32)
-        mean = torch.tensor([c.mean for c in chans], dtype=torch.float32)
-        if cfg.data.normalization == "residual":
-            rstd = [c.residual_std for c in chans]
-            bad = [c.name for c, r in zip(chans, rstd) if r is None or not math.isfinite(r) or r <= 0]
-            if bad:
-                raise DataError(f"no usable residual std for channels {bad}; use data.normalization: state.")
-            scale_phys = torch.tensor(rstd, dtype=torch.float32)
-        else:
-            scale_phys = std.clone()
-        self.phys_mean, self.phys_std = mean.to(self.device), std.to(self.device)
-        self.phys_scale = scale_phys.to(self.device)  # loss unit per channel, physical
-        self.ratio = (scale_phys / std).to(self.device)  # loss unit per channel, normalized
-        self.residual = cfg.data.normalization == "residual"
+        # the one normalization of atmos: the Forecaster rebuilds the same object from the checkpoint
+        self.normalizer = Normalizer(chans, cfg.data.normalization).to(self.device)
+        self.phys_mean, self.phys_std = self.normalizer.mean, self.normalizer.std
+        self.phys_scale = self.normalizer.scale  # loss unit per channel, physical
+        self.ratio = self.normalizer.ratio  # loss unit per channel, normalized
         self.channel_names = [c.name for c in chans]
         self.channel_units = [c.units or "" for c in chans]
         cw = channel_weights([(c.variable, c.level) for c in chans], cfg.loss.variable_weights, cfg.loss.level_weighting)
@@ -724,9 +399,7 @@ class _Trainer:
         else:
             self.ddp = self.model
         o = cfg.optimizer
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model.parameters(), o)
         self.sampler = dist_utils.ResumableDistributedSampler(
             self._n_train(), info.world_size, info.rank, shuffle=True, seed=cfg.seed
         )
@@ -740,10 +413,7 @@ class _Trainer:
         if cfg.schedule.max_steps_per_epoch:
             self.steps_per_epoch = min(per_rank, cfg.schedule.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
-        s = cfg.schedule
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, s.warmup_steps, s.warmup_start_factor, s.min_lr / o.lr)
-        )
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, o.lr, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = EMA(self.model, o.ema_decay) if o.ema_decay else None
         self.chunk = parse_gradient_mode(cfg.multistep.gradient)
@@ -760,8 +430,8 @@ class _Trainer:
         self.writer = None
         if info.is_main:
             keep = self.global_step if self.resume_ckpt is not None else None
-            self.train_log = _CsvLog(self.run_dir / "metrics.csv", TRAIN_COLUMNS, keep)
-            self.val_log = _CsvLog(self.run_dir / "validation.csv", VAL_COLUMNS, keep)
+            self.train_log = CsvLog(self.run_dir / "metrics.csv", TRAIN_COLUMNS, keep)
+            self.val_log = CsvLog(self.run_dir / "validation.csv", VAL_COLUMNS, keep)
             save_config(cfg, self.run_dir / "config.yaml")
             if cfg.output.tensorboard:
                 try:
@@ -817,27 +487,28 @@ class _Trainer:
 
     def _load_resume(self, ck: ckpt_io.Checkpoint) -> None:
         meta = ck.meta
-        model_meta = meta.get("model", {})
-        if model_meta.get("name") != self.cfg.model.name:
+        ck_model = meta.model.name if meta.model is not None else None
+        if ck_model != self.cfg.model.name:
             raise ConfigError(
-                f"cannot resume: the checkpoint is a {model_meta.get('name')!r} model, the config builds "
+                f"cannot resume: the checkpoint is a {ck_model!r} model, the config builds "
                 f"{self.cfg.model.name!r}."
             )
-        if "channels" in meta and hasattr(self.model, "schema"):
+        channels = meta.model_channels
+        if channels and hasattr(self.model, "schema"):
             self.model.schema.check_against(
-                {k: meta["channels"].get(k) for k in ("inputs", "outputs", "forcings", "statics", "history")},
+                {k: channels.get(k) for k in ("inputs", "outputs", "forcings", "statics", "history")},
                 label="the checkpoint",
             )
         state = ck.training_state("cpu")
         if state is None:
             raise ConfigError(f"checkpoint {str(ck.path)!r} has no training_state.pt: it cannot be resumed.")
         weights = state.get("raw_model") or ck.model_state
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
+        try:
+            load_weights(self.model, weights, source=f"checkpoint {str(ck.path)!r}")
+        except (ConfigError, SourceError) as err:
             raise ConfigError(
-                f"cannot resume from {str(ck.path)!r}: weights do not fit the model built from the config "
-                f"(missing {missing[:6]}, unexpected {unexpected[:6]}). Resume with the run's own config.yaml."
-            )
+                f"cannot resume: {err} The model is built from the config: resume with the run's own config.yaml."
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -890,14 +561,14 @@ class _Trainer:
         has_f = forc.shape[2] > 0
         has_s = stat.shape[2] > 0
         amp = self.amp_dtype
-        ratio = self.ratio.view(1, -1, *([1] * len(self.data.grid_shape)))
+        norm = self.normalizer
 
         def step(hist: torch.Tensor, k: int, carry: Any) -> tuple[torch.Tensor, Any]:
             f = forc[:, k : k + H + 1] if has_f else None
             with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                 out, carry = model(hist, f, stat if has_s else None, carry)
             out = out.float()
-            nxt = hist[:, -1].float() + out * ratio if self.residual else out
+            nxt = norm.step(hist[:, -1].float(), out)
             return nxt, carry
 
         return step
@@ -927,7 +598,7 @@ class _Trainer:
         )
         if self.cfg.optimizer.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
+            clip_gradients(self.model.parameters(), self.cfg.optimizer.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -936,23 +607,6 @@ class _Trainer:
         return float(res.loss.item())
 
     # -- validation ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _eval_weights(self) -> Iterator[nn.Module]:
-        """The model with the EMA weights swapped in (if EMA is on), in eval mode."""
-        model = self.model
-        was = model.training
-        model.eval()
-        saved = None
-        if self.ema is not None:
-            saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(self.ema.shadow)
-        try:
-            yield model
-        finally:
-            if saved is not None:
-                model.load_state_dict(saved)
-            model.train(was)
-
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """RMSE per channel and lead step in physical units, for the model and persistence.
@@ -970,7 +624,7 @@ class _Trainer:
         bs = self.cfg.validation.batch_size or self.cfg.data.batch_size
         shape = (1, -1, *([1] * len(data.grid_shape)))
         mean, std = self.phys_mean.view(shape), self.phys_std.view(shape)
-        with self._eval_weights() as model:
+        with ema_weights(self.model, self.ema) as model:
             for s in range(0, len(idx), bs):
                 items = [data.val[i] for i in idx[s : s + bs]]
                 b = self._to_device({k: torch.stack([it[k] for it in items]) for k in _DATA_KEYS})
@@ -979,21 +633,21 @@ class _Trainer:
                 for k, pred in enumerate(res.predictions):
                     truth = b["targets"][:, k].double() * std + mean
                     p = pred.double() * std + mean
-                    sse[0, k] += weighted_mse(p, truth, self.area.double()).sum(0)
-                    sse[1, k] += weighted_mse(persist, truth, self.area.double()).sum(0)
+                    sse[0, k] += squared_error_sum(p, truth, self.area)
+                    sse[1, k] += squared_error_sum(persist, truth, self.area)
                 count += len(items)
         sse = dist_utils.all_reduce_sum(sse)
         count = dist_utils.all_reduce_sum(count)
-        mse = (sse / count.clamp(min=1)).cpu()
-        rmse = mse.sqrt()
+        mse = (sse / count.clamp(min=1)).cpu()  # WeatherBench2: RMSE = sqrt(sample mean of the area-weighted MSE)
+        rm = mse.sqrt()
         scale = self.phys_scale.double().cpu()
         w = self.channel_w.double().cpu()
         loss = float(((mse[0] / scale**2) * w).sum(-1).div(w.sum()).mean())
         leads = [(k + 1) * self.step_seconds / 3600.0 for k in range(K)]
         return {
             "lead_hours": leads,
-            "rmse": {c: rmse[0, :, i].tolist() for i, c in enumerate(self.channel_names)},
-            "persistence_rmse": {c: rmse[1, :, i].tolist() for i, c in enumerate(self.channel_names)},
+            "rmse": {c: rm[0, :, i].tolist() for i, c in enumerate(self.channel_names)},
+            "persistence_rmse": {c: rm[1, :, i].tolist() for i, c in enumerate(self.channel_names)},
             "units": dict(zip(self.channel_names, self.channel_units)),
             "loss": loss,
             "samples": int(count.item()),
@@ -1032,7 +686,7 @@ class _Trainer:
                 ),
                 "channels": channels,
             },
-            "stats": _stats_to_json(data.stats),
+            "stats": stats_to_json(data.stats),
             "training": {
                 "epoch": self.epoch,
                 "position": self.position,
@@ -1077,7 +731,7 @@ class _Trainer:
         return path
 
     # -- main loop --------------------------------------------------------------------------------
-    def _should_stop(self, flag: _StopFlag, steps_this_call: int) -> bool:
+    def _should_stop(self, flag: StopFlag, steps_this_call: int) -> bool:
         local = flag.set
         if self.deadline is not None and time.time() >= self.deadline:
             local = True
@@ -1097,7 +751,7 @@ class _Trainer:
         status = "finished"
         steps_this_call = 0
         loss_val: float | None = None
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             while self.epoch < cfg.schedule.epochs:
                 K = cfg.multistep.steps_at(self.epoch)
                 start = self.position
@@ -1231,21 +885,19 @@ class _Trainer:
 # =============================================================================================
 
 
-def fit(
-    config: TrainConfig | Mapping[str, Any] | str | os.PathLike,
+def fit_forecast(
+    cfg: TrainConfig,
     *,
-    overrides: Sequence[str] = (),
     resume: bool | str | os.PathLike | None = None,
     deadline: float | None = None,
     stop_after: int | None = None,
 ) -> FitResult:
-    """Train a model as described by a config (see :mod:`atmos.train.config`).
+    """Train ``task: forecast`` (the emulator); :func:`atmos.train.fit` is the entry point for every task.
 
     Parameters
     ----------
-    config : TrainConfig, mapping or path to YAML
-    overrides : sequence of str
-        ``key=value`` overrides applied on top (``optimizer.lr=3e-4``).
+    cfg : TrainConfig
+        A loaded, validated config.
     resume : bool, path or None
         ``True``/``"auto"``: continue from the run's last checkpoint if there is one
         (else start fresh); a path: continue from that checkpoint or run folder.
@@ -1261,16 +913,8 @@ def fit(
     -------
     FitResult
     """
-    cfg = load_config(config, overrides)
-    check_writable(Path(cfg.output.dir) / str(cfg.output.name or "run"), "output.dir",
-                   hint="Set output.dir to a writable folder")
     if cfg.task != "forecast":
-        if resume not in (None, False):
-            raise ConfigError(
-                f"task: {cfg.task} runs are short and cannot be resumed; rerun without --resume "
-                "(with output.overwrite=true to replace the run folder)."
-            )
-        return _fit_task(cfg)
+        raise ConfigError(f"fit_forecast trains task 'forecast', got task {cfg.task!r}; use atmos.train.fit.")
     if deadline is None and os.environ.get("ATMOS_DEADLINE"):
         try:
             deadline = float(os.environ["ATMOS_DEADLINE"])
@@ -1285,32 +929,3 @@ def fit(
     finally:
         if created_group:
             dist_utils.cleanup_distributed()
-
-
-def _fit_task(cfg: TrainConfig) -> FitResult:
-    """``task: decoder | finetune | downscale``: hand off to the task's trainer, report as a FitResult."""
-    t0 = time.time()
-    if cfg.task in ("decoder", "finetune"):
-        from atmos.train.decoder import fit_decoder
-
-        res = fit_decoder(cfg)
-        val = dict(res.validation)
-        return FitResult(res.run_dir, res.checkpoint, "finished", res.epochs, res.steps, res.history, val, res.wall_time_s)
-    from atmos.train.downscale import DownscaleTrainConfig, fit_downscaler
-
-    valid = {f.name for f in fields(DownscaleTrainConfig)}
-    unknown = sorted(set(cfg.downscale) - valid)
-    if unknown:
-        raise ConfigError(f"unknown downscale setting(s) {unknown}; valid keys are {sorted(valid)}.")
-    opts: dict[str, Any] = {"data": cfg.data.source, "output_dir": cfg.output.dir,
-                            "name": cfg.output.name or "downscale", "seed": cfg.seed}
-    if cfg.data.period:
-        opts["time"] = tuple(cfg.data.period)
-    if cfg.validation.source:
-        opts["val_data"] = cfg.validation.source
-        if cfg.validation.period:
-            opts["val_time"] = tuple(cfg.validation.period)
-    opts.update(cfg.downscale)
-    run_dir = fit_downscaler(DownscaleTrainConfig(**opts))
-    ckpt = run_dir / "checkpoints" / "final"
-    return FitResult(run_dir, ckpt if ckpt.exists() else None, "finished", 0, 0, [], {}, time.time() - t0)

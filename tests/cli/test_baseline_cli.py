@@ -11,7 +11,7 @@ import xarray as xr
 
 import atmos.cli.main as cli_main
 from atmos.baselines import PatternScaling
-from atmos.cli.baseline import open_scenarios
+from atmos.io.cmip6 import open_scenarios
 
 LAT = np.linspace(-81.0, 81.0, 10)  # 18-degree cells, no poles
 LON = np.arange(0.0, 360.0, 30.0)

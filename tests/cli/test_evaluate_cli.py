@@ -9,7 +9,7 @@ import xarray as xr
 
 import atmos.cli.main as cli_main
 from atmos.baselines import persistence_forecast
-from atmos.metrics import read_scorecard
+from atmos.evaluation import read_scorecard
 from atmos.testing import mock_era5
 
 VARS = ["geopotential", "temperature", "2m_temperature"]

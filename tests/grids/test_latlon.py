@@ -148,3 +148,25 @@ def test_bad_sizes_raise_grid_error() -> None:
         LatLonGrid.gaussian(0)
     with pytest.raises(ValueError):  # GridError is a ValueError
         LatLonGrid.from_coords([0.0, 1.0], [0.0, 1.0])
+
+
+def test_area_weights_are_cached_per_grid_definition_and_handed_out_as_copies() -> None:
+    """Equal grids (e.g. one built per ``grid_of(ds)`` call) share one cached computation, and
+    no caller ever gets the cached array itself (torch-harmonics' ``lru_cache(copy=True)``)."""
+    from atmos.grids.healpix import HealpixGrid
+    from atmos.grids.latlon import _cell_areas
+
+    _cell_areas.cache_clear()
+    first = LatLonGrid.equiangular(32, 64)
+    w = first.area_weights()
+    w[:] = -1.0  # a caller mutating its weights...
+    first.lat_weights()[:] = -1.0
+    again = LatLonGrid.from_coords(first.lat, first.lon)  # a new, equal grid
+    expected = np.sin(np.radians(first.lat_bounds[1:])) - np.sin(np.radians(first.lat_bounds[:-1]))
+    np.testing.assert_allclose(again.area_weights(), np.repeat(expected[:, None] / 2 / 64, 64, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(again.lat_weights(), expected / 2, rtol=1e-12)
+    assert _cell_areas.cache_info().misses == 1  # ...computed once for both grids
+    assert again.area_weights().flags.writeable and again.area_weights() is not again.area_weights()
+    hp = HealpixGrid(4)
+    hp.area_weights()[:] = 0.0
+    assert hp.area_weights().sum() == pytest.approx(1.0)

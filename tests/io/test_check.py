@@ -10,7 +10,7 @@ from zarr.codecs import BloscCodec
 from atmos.cli.main import main
 from atmos.errors import DataError
 from atmos.io.check import check_store
-from atmos.metrics.evaluation import IncompleteForecastWarning, open_forecast
+from atmos.metrics.forecast import IncompleteForecastWarning, open_forecast
 from atmos.rollout.api import rollout
 from atmos.rollout.sample import sample_data_path
 

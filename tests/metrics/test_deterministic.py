@@ -191,3 +191,22 @@ def test_healpix_cells_get_equal_weights():
     assert float(spatial_average(da)) == pytest.approx(vals.mean())
     trop = np.abs(g.lat) <= 20
     assert float(spatial_average(da, "tropics")) == pytest.approx(vals[trop].mean())
+
+
+def test_weights_cannot_be_corrupted_through_a_region():
+    """Every average gets fresh cell-area weights from the grid: a (careless) region that edits
+    the weights it is given in place does not change later averages on the same grid."""
+    from atmos.metrics.deterministic import Region
+
+    class SouthZeroedInPlace(Region):
+        def apply(self, weights, ds):
+            weights.values[weights["latitude"].values < 0] = 0.0
+            return weights
+
+    rng = np.random.default_rng(0)
+    ds = _field(rng.normal(size=_zeros().shape))
+    before = spatial_average(ds)
+    north = spatial_average(ds, region=SouthZeroedInPlace(name="north"))
+    assert not np.allclose(north["x"].values, before["x"].values)
+    for _ in range(2):
+        xr.testing.assert_allclose(spatial_average(ds), before)

@@ -9,17 +9,15 @@ import xarray as xr
 
 from atmos.baselines import compute_climatology, persistence_forecast
 from atmos.errors import ConfigError, DataError, GridError
-from atmos.metrics import (
-    align_truth,
+from atmos.evaluation import (
     evaluate,
     evaluate_spectra,
     format_scorecard,
-    parse_variable,
     read_scorecard,
     scorecard_to_dataframe,
     write_scorecard,
 )
-from atmos.metrics.evaluation import resolve_variables, short_label
+from atmos.metrics import align_truth, parse_variable, resolve_variables, short_label
 from atmos.testing import mock_era5
 
 VARS = ["geopotential", "temperature", "2m_temperature"]

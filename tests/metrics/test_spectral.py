@@ -72,3 +72,42 @@ def test_spectrum_rejects_bad_grids():
                                           coords={"latitude": LAT, "longitude": [0.0, 10.0, 30.0]}))
     with pytest.raises(GridError, match="HEALPix"):
         zonal_power_spectrum(xr.DataArray(np.zeros(48), dims=("cell",)))
+
+
+def _explicit_cell_area_band_mean(spec: xr.DataArray, lat: np.ndarray, lo: float, hi: float) -> xr.DataArray:
+    """Band mean of per-row spectra weighted by the rows' exact cell areas, computed by hand:
+    bounds half-way between latitudes (and at +-90), weight sin(north) - sin(south)."""
+    b = np.radians(np.concatenate([[-90.0], (lat[1:] + lat[:-1]) / 2, [90.0]]))
+    w = (np.sin(b[1:]) - np.sin(b[:-1])) * ((np.abs(lat) >= lo) & (np.abs(lat) <= hi))
+    return (spec * xr.DataArray(w, dims="latitude", coords={"latitude": lat})).sum("latitude") / w.sum()
+
+
+@pytest.mark.parametrize(
+    "grid,band",
+    [
+        # WeatherBench2's 64x33 equiangular grid with poles, over the whole globe: the pole rows
+        # are half cells with a nonzero area (cos(lat) gives them none)
+        ("equiangular_with_poles", LatitudeBand("globe", 0.0, 90.0, absolute=True)),
+        # a Gaussian grid, default mid-latitude band: cell areas are not proportional to cos(lat)
+        ("gaussian", None),
+    ],
+)
+def test_zonal_spectrum_is_weighted_by_cell_areas_not_cos_lat(grid, band):
+    from atmos.grids import LatLonGrid
+
+    g = LatLonGrid.equiangular(33, 64, poles=True) if grid == "equiangular_with_poles" else LatLonGrid.gaussian(32, 64)
+    rng = np.random.default_rng(1)
+    da = xr.DataArray(
+        rng.normal(size=(2, g.nlat, g.nlon)) * (1 + np.abs(g.lat))[None, :, None],
+        dims=("time", "latitude", "longitude"),
+        coords={"time": np.arange(2), "latitude": g.lat, "longitude": g.lon},
+    )
+    metric = ZonalSpectrum() if band is None else ZonalSpectrum(band=band)
+    lo, hi = (30.0, 60.0) if band is None else (band.lat_min, band.lat_max)
+    got = metric.compute_chunk(da)
+    spec = zonal_power_spectrum(da).drop_vars("wavelength")
+    want = _explicit_cell_area_band_mean(spec, g.lat, lo, hi)
+    xr.testing.assert_allclose(got, want.transpose(*got.dims), rtol=1e-10)
+    cos = np.cos(np.radians(g.lat)) * ((np.abs(g.lat) >= lo) & (np.abs(g.lat) <= hi))
+    cos_mean = (spec * xr.DataArray(cos, dims="latitude", coords={"latitude": g.lat})).sum("latitude") / cos.sum()
+    assert float(abs(got - cos_mean).max()) > 1e-6 * float(abs(got).max())  # the test tells them apart

@@ -325,7 +325,7 @@ def test_save_and_load_decoder(tmp_path, name, cfg):
     assert weights_hash(ckpt.model_state) == weights_hash(dec)
     for run_or_ckpt in (path, tmp_path / "run"):
         loaded, meta = load_decoder(run_or_ckpt, backbone=backbone)
-        assert not loaded.training and meta["variables"] == dec.variables
+        assert not loaded.training and meta.variables == list(dec.variables)
         assert weights_hash(loaded) == weights_hash(dec)
         latent, _ = backbone.forward_latent(*_inputs(backbone))
         with torch.no_grad():

@@ -98,12 +98,21 @@ def test_schema_validation():
 
 
 def test_models_do_not_import_io_or_train():
-    """atmos.models is tensor-only: importing it pulls in neither atmos.io/atmos.train nor xarray
-    (beyond whatever ``import atmos`` itself loads)."""
+    """atmos.models is tensor-only: importing it and building every model loads no atmos.io,
+    atmos.catalog or atmos.train module, nor xarray.
+
+    ``import atmos`` itself loads atmos.io (``atmos.open_dataset``), which would hide such an
+    import; so a fresh interpreter gets a bare ``atmos`` namespace package instead of the facade.
+    """
     code = (
-        "import sys, atmos; before = set(sys.modules); import atmos.models; "
-        "bad = [m for m in set(sys.modules) - before "
-        "if m.startswith(('atmos.io', 'atmos.train', 'xarray'))]; "
+        "import importlib.util, sys, types\n"
+        "pkg = types.ModuleType('atmos')\n"
+        "pkg.__path__ = list(importlib.util.find_spec('atmos').submodule_search_locations)\n"
+        "sys.modules['atmos'] = pkg\n"
+        "import atmos.models as m\n"
+        f"for name, cfg in {TINY_MODEL_CONFIGS!r}.items():\n"
+        "    m.config_to_dict(m.build(name, **cfg))\n"
+        "bad = sorted(k for k in sys.modules if k.startswith(('atmos.io', 'atmos.catalog', 'atmos.train', 'xarray')))\n"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -192,6 +192,7 @@ def test_decoder_configuration_errors(vit_fc, gru_fc, mock_ds, tmp_path):
         def __init__(self, inner):
             super().__init__()
             self.inner, self.schema, self.grid = inner, inner.schema, inner.grid
+            self.recurrent = False  # the Backbone protocol, without the latent methods
 
         def forward(self, *args):
             return self.inner(*args)

@@ -102,19 +102,26 @@ def test_rollout_of_a_trained_checkpoint_matches_the_training_step(trained):
     np.testing.assert_allclose(t2m, phys[names.index("2m_temperature")].numpy(), rtol=1e-5, atol=1e-4)
 
 
-def test_healpix_checkpoint_rolls_out_on_the_data_grid(trained, tmp_path):
+@pytest.fixture(scope="module")
+def healpix_run(trained, tmp_path_factory):
+    """A U-Net-GRU trained on HEALPix faces (the trainer regrids the lat-lon store)."""
+    _, store = trained
+    return _fit(
+        tmp_path_factory.mktemp("hpx"),
+        store,
+        model={"name": "unet_gru", "params": {"channels": [8, 4], "dilations": [1, 1], "upscale_factor": 1}},
+        data={"grid": "healpix", "nside": 4, "history": 2},
+    )
+
+
+def test_healpix_checkpoint_rolls_out_on_the_data_grid(trained, healpix_run, tmp_path):
     """A U-Net-GRU trained on HEALPix (data regridded by the trainer) runs on lat-lon data: regrid in,
     roll out on HEALPix, regrid out; the native HEALPix forecast can be kept."""
     from atmos.io.open import open_dataset
     from atmos.rollout import rollout
 
     _, store = trained
-    run = _fit(
-        tmp_path,
-        store,
-        model={"name": "unet_gru", "params": {"channels": [8, 4], "dilations": [1, 1], "upscale_factor": 1}},
-        data={"grid": "healpix", "nside": 4, "history": 2},
-    )
+    run = healpix_run
     data = open_dataset(str(store))
     out = rollout(
         str(run), data, "2020-01-03", steps=3, out=tmp_path / "f.zarr", native_out=tmp_path / "n.zarr"
@@ -123,3 +130,47 @@ def test_healpix_checkpoint_rolls_out_on_the_data_grid(trained, tmp_path):
     assert out.attrs["atmos_model_type"] == "unet_gru" and np.isfinite(out["2m_temperature"].values).all()
     nat = xr.open_zarr(tmp_path / "n.zarr")
     assert nat.sizes["cell"] == 12 * 4 * 4 and nat.cell_ids.attrs["indexing_scheme"] == "nested"
+
+
+def test_healpix_training_and_inference_feed_the_model_the_same_tensors(trained, healpix_run):
+    """HEALPix parity: the trainer regrids the data with xarray (atmos.io.regrid) onto cells and
+    windows them on faces; the Forecaster regrids lat-lon data with the tensor Regridder. From the
+    same lat-lon store both must give the model the same normalized inputs and statics, and the
+    same next state."""
+    from atmos.io.open import open_dataset
+    from atmos.rollout import Forecaster
+    from atmos.rollout.engine import load_checkpoint_files
+    from atmos.train.config import config_from_dict
+    from atmos.train.data import prepare_data
+    from atmos.train.loop import _stats_from_json
+
+    _, store = trained
+    run = healpix_run
+    _, meta, _ = load_checkpoint_files(run)
+    bundle = prepare_data(config_from_dict(meta["config"]), stats=_stats_from_json(meta["stats"]))
+    assert bundle.layout == "faces" and tuple(bundle.grid_shape) == (12, 4, 4)
+    win = bundle.train
+    t = np.datetime64("2020-01-03T06", "ns")
+    i = int(np.flatnonzero(win.times == t)[0])
+    sample = win[i]  # inputs [history, C, 12, nside, nside]
+
+    fc = Forecaster.from_checkpoint(run)
+    # the trainer's Normalizer (built from its windows) is the Forecaster's, bit for bit
+    from atmos.io.normalizer import Normalizer
+
+    trainer_norm = Normalizer(win.schema().groups["targets"], meta["normalization"]["outputs"])
+    for a in ("mean", "std", "ratio", "scale"):
+        assert torch.equal(getattr(trainer_norm, a), getattr(fc.normalizer, a)), a
+    state = fc.encode(open_dataset(str(store)), t, forcings="data")
+    assert [c.name for c in fc.channels["inputs"]] == win.schema().names("inputs")
+    np.testing.assert_allclose(state.history[0].numpy(), sample["inputs"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        state.context.statics.reshape(sample["statics"].shape).numpy(), sample["statics"].numpy(), rtol=1e-5, atol=1e-5
+    )
+    # one step: the Forecaster's advance equals the trainer's x[t+1] = x[t] + out * residual_std / std
+    nxt = fc.advance(state).history[0, -1]
+    with torch.no_grad():
+        out, _ = fc.model(sample["inputs"][None], sample["forcings"][None], sample["statics"][None], None)
+    ratio = torch.tensor([c["residual_std"] / c["std"] for c in meta["data_schema"]["groups"]["targets"]])
+    want = sample["inputs"][-1] + out[0] * ratio.view(-1, 1, 1, 1)
+    np.testing.assert_allclose(nxt.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)

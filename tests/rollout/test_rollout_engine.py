@@ -112,7 +112,7 @@ class _NaNAfter(torch.nn.Module):
     def __init__(self, model, n):
         super().__init__()
         self.inner, self.n, self.calls = model, n, 0
-        self.schema, self.grid = model.schema, model.grid
+        self.schema, self.grid, self.recurrent = model.schema, model.grid, model.recurrent
 
     def forward(self, inputs, forcings=None, statics=None, state=None):
         self.calls += 1

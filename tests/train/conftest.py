@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 VARIABLES = ["geopotential", "temperature", "2m_temperature"]
+#: Variables a forecast backbone does not learn (the decoder task's new variables).
+NEW = ["total_precipitation_6hr", "mean_sea_level_pressure"]
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +23,22 @@ def mock_store(tmp_path_factory) -> Path:
         variables=[*VARIABLES, "toa_incident_solar_radiation"], canonical=True, seed=3,
     )
     path = tmp_path_factory.mktemp("data") / "mock.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(path, mode="w")
+    return path
+
+
+@pytest.fixture(scope="session")
+def decoder_store(tmp_path_factory) -> Path:
+    """12 days, 6-hourly, 8x16: the backbone's variables plus :data:`NEW`."""
+    from atmos.testing import mock_era5
+
+    ds = mock_era5(
+        "2020-01-01", periods=48, nlat=8, nlon=16, levels=(500, 850),
+        variables=[*VARIABLES, "toa_incident_solar_radiation", *NEW], canonical=True, seed=3,
+    )
+    path = tmp_path_factory.mktemp("decoder-data") / "mock.zarr"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.to_zarr(path, mode="w")

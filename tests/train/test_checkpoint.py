@@ -79,13 +79,18 @@ def test_fit_writes_a_complete_checkpoint_and_load_model_rebuilds_it(tiny_config
     run = res.run_dir
     assert (run / "DONE").exists() and (run / "config.yaml").exists()
     meta = json.loads((res.checkpoint / "checkpoint.json").read_text())
-    for key in ("atmos_version", "config", "channels", "variables", "levels", "grid", "normalization",
+    for key in ("atmos_version", "config", "data_schema", "grid", "normalization",
                 "time_step_seconds", "training", "stats", "model"):
         assert key in meta, key
+    # each fact once (atmos.models.checkpoint.CheckpointMeta): no copies of the model's channels,
+    # of config.data or of the time step
+    for copy in ("channels", "variables", "levels", "forcings", "statics", "history", "time_step"):
+        assert copy not in meta, copy
+    assert "channels" not in meta["normalization"]  # the channel table is data_schema
     assert meta["time_step_seconds"] == 6 * 3600
     assert meta["grid"]["type"] == "latlon" and meta["grid"]["shape"] == [8, 16]
-    assert meta["channels"]["outputs"][:2] == ["geopotential_500", "geopotential_850"]
-    norm = meta["normalization"]["channels"]["temperature_850"]
+    assert meta["model"]["params"]["outputs"][:2] == ["geopotential_500", "geopotential_850"]
+    norm = next(c for c in meta["data_schema"]["groups"]["targets"] if c["name"] == "temperature_850")
     assert norm["std"] > 0 and norm["residual_std"] > 0 and 200 < norm["mean"] < 320
     assert meta["training"]["validation"]["rmse"]["geopotential_500"][0] > 0
     model, meta2 = load_model(res.checkpoint)

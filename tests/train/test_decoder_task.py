@@ -22,10 +22,9 @@ from atmos.errors import AtmosError, ConfigError
 from atmos.models.checkpoint import load_checkpoint, load_decoder, load_model, weights_hash
 from atmos.train import fit, load_config
 from atmos.train.config import TASKS
-from tests.train.conftest import VARIABLES, make_config
+from tests.train.conftest import NEW, VARIABLES, make_config
 
 #: Variables of the cube the backbone is not trained on (precipitation: log1p transform).
-NEW = ["total_precipitation_6hr", "mean_sea_level_pressure"]
 TRAIN = ("2020-01-01", "2020-01-08T18")
 VAL = ("2020-01-09", "2020-01-12T18")
 FAST = {"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 2}
@@ -57,19 +56,8 @@ def _decoder_cfg(store: Path, out: Path, backbone: Path | str, task: str = "deco
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """12 days, 6-hourly, 8x16: the backbone's variables plus NEW."""
-    from atmos.testing import mock_era5
-
-    ds = mock_era5(
-        "2020-01-01", periods=48, nlat=8, nlon=16, levels=(500, 850),
-        variables=[*VARIABLES, "toa_incident_solar_radiation", *NEW], canonical=True, seed=3,
-    )
-    path = tmp_path_factory.mktemp("decoder-data") / "mock.zarr"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(path, mode="w")
-    return path
+def store(decoder_store) -> Path:
+    return decoder_store
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +120,7 @@ def test_decoder_leaves_the_backbone_untouched_and_records_its_hash(decoder_run,
     model, _ = load_model(backbone)
     assert weights_hash(model) == decoder_run["hash_before"]
     meta = _meta(res.checkpoint)
-    assert meta["task"] == "decoder" and meta["variables"] == NEW
+    assert meta["task"] == "decoder" and meta["model"]["params"]["variables"] == NEW
     assert meta["backbone"]["sha256"] == decoder_run["hash_before"]
     assert meta["backbone"]["model"] == "vit"
     assert meta["training"]["backbone_sha256_before"] == decoder_run["hash_before"]
@@ -240,11 +228,11 @@ def test_finetune_writes_a_new_backbone_that_the_decoder_is_bound_to(finetune_ru
     with pytest.raises(ConfigError, match=h_tuned[:16]):
         load_decoder(res.checkpoint, backbone=original)
     # the fine-tuned backbone is still a forecaster: same channels, finite one-step output
-    n_in = len(tmeta["channels"]["inputs"])
-    n_f, n_s = len(tmeta["channels"]["forcings"]), len(tmeta["channels"]["statics"])
+    n_in = len(tmeta.model_channels["inputs"])
+    n_f, n_s = len(tmeta.model_channels["forcings"]), len(tmeta.model_channels["statics"])
     out, _ = tuned(torch.zeros(1, 1, n_in, 8, 16), torch.zeros(1, 2, n_f, 8, 16), torch.zeros(n_s, 8, 16))
     assert out.shape == (1, n_in, 8, 16) and bool(torch.isfinite(out).all())
-    assert set(res.validation["prognostic_rmse"]) == set(tmeta["channels"]["inputs"])
+    assert set(res.validation["prognostic_rmse"]) == set(tmeta.model_channels["inputs"])
 
 
 def test_finetune_trains_the_backbone_in_train_mode_every_epoch(finetune_run):

@@ -22,9 +22,10 @@ def test_unet_gru_trains_on_healpix_regridded_data(tiny_config):
     assert res.status == "finished"
     meta = json.loads((res.checkpoint / "checkpoint.json").read_text())
     assert meta["grid"] == {"type": "healpix", "nside": 4, "order": "nest", "layout": "faces", "shape": [12, 4, 4]}
-    assert meta["model"]["params"]["nside"] == 4 and meta["history"] == 2
-    model, _ = load_model(res.checkpoint)
-    c_in, c_f, c_s = (len(meta["channels"][k]) for k in ("inputs", "forcings", "statics"))
+    assert meta["model"]["params"]["nside"] == 4 and meta["model"]["params"]["history"] == 2
+    model, meta2 = load_model(res.checkpoint)
+    assert meta2.history == 2
+    c_in, c_f, c_s = (len(meta2.model_channels[k]) for k in ("inputs", "forcings", "statics"))
     out, state = model(torch.zeros(1, 2, c_in, 12, 4, 4), torch.zeros(1, 3, c_f, 12, 4, 4),
                        torch.zeros(c_s, 12, 4, 4))
     assert out.shape == (1, c_in, 12, 4, 4) and state is not None

@@ -1,4 +1,4 @@
-"""Scorecards: score forecasts (and baselines) against a truth cube, WeatherBench2 style.
+"""The evaluation layer (above metrics and baselines). Scorecards: score forecasts (and baselines) against a truth cube, WeatherBench2 style.
 
 Forecast layout (WeatherBench2): a Dataset with dims ``time`` (initialisation time),
 ``prediction_timedelta`` (lead, usually starting at 0), optional ``member``, then
@@ -19,10 +19,10 @@ by :mod:`atmos.baselines` for the same init times and leads, and scored by the s
 metric code.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,61 +34,25 @@ import xarray as xr
 
 from atmos.baselines.climatology import climatology_forecast
 from atmos.baselines.persistence import persistence_forecast
-from atmos.errors import ConfigError, DataError, GridError
+from atmos.errors import ConfigError, DataError
 from atmos.io.write import write_netcdf
 from atmos.metrics.deterministic import ACC, MAE, MSE, RMSE, Bias, Metric, Region, get_region
+from atmos.metrics.forecast import align_truth, as_forecast
+from atmos.metrics.forecast import check_same_grid as _check_grid
 from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
 from atmos.metrics.spectral import ZonalSpectrum
+from atmos.metrics.variables import resolve_variables, select_variables
 
 __all__ = [
-    "IncompleteForecastWarning",
     "BASELINES",
-    "HEADLINE_VARIABLES",
     "METRICS",
-    "VariableSpec",
-    "align_truth",
     "evaluate",
     "evaluate_spectra",
     "format_scorecard",
-    "open_forecast",
-    "parse_variable",
     "read_scorecard",
-    "resolve_variables",
     "scorecard_to_dataframe",
-    "select_variables",
-    "short_label",
     "write_scorecard",
 ]
-
-#: Default variables of scorecards and plots (those present are used).
-HEADLINE_VARIABLES: tuple[str, ...] = ("z500", "t850", "t2m")
-#: One-letter prefixes of pressure-level variables: ``z500`` = geopotential at 500 hPa.
-LEVEL_SHORT: dict[str, str] = {
-    "z": "geopotential",
-    "t": "temperature",
-    "u": "u_component_of_wind",
-    "v": "v_component_of_wind",
-    "q": "specific_humidity",
-    "w": "vertical_velocity",
-    "r": "relative_humidity",
-}
-#: Short names of single-level variables.
-SURFACE_SHORT: dict[str, str] = {
-    "t2m": "2m_temperature",
-    "d2m": "2m_dewpoint_temperature",
-    "u10": "10m_u_component_of_wind",
-    "v10": "10m_v_component_of_wind",
-    "msl": "mean_sea_level_pressure",
-    "sp": "surface_pressure",
-    "tcwv": "total_column_water_vapour",
-    "tcc": "total_cloud_cover",
-    "tp6h": "total_precipitation_6hr",
-    "tp24h": "total_precipitation_24hr",
-    "tisr": "toa_incident_solar_radiation",
-    "sst": "sea_surface_temperature",
-}
-_LEVEL_LONG = {v: k for k, v in LEVEL_SHORT.items()}
-_SURFACE_LONG = {v: k for k, v in SURFACE_SHORT.items()}
 
 #: Metric name -> factory taking the (variable-selected) climatology.
 METRICS: dict[str, Any] = {
@@ -104,223 +68,6 @@ METRICS: dict[str, Any] = {
 }
 #: Baseline forecasts :func:`evaluate` can add.
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
-
-
-# ======================================================================================
-# variables
-# ======================================================================================
-@dataclasses.dataclass(frozen=True)
-class VariableSpec:
-    """One scored field: ``label`` (e.g. ``"z500"``) = variable ``name`` at pressure ``level`` (or None)."""
-
-    label: str
-    name: str
-    level: int | None = None
-
-
-def short_label(name: str, level: Any = None) -> str:
-    """``("geopotential", 500) -> "z500"``, ``("2m_temperature", None) -> "t2m"``, else ``name`` / ``name_level``."""
-    if level is None:
-        return _SURFACE_LONG.get(name, name)
-    lev = int(level) if float(level) == int(level) else level
-    if name in _LEVEL_LONG:
-        return f"{_LEVEL_LONG[name]}{lev}"
-    return f"{name}_{lev}"
-
-
-def parse_variable(text: str) -> VariableSpec:
-    """Parse ``z500``, ``t850``, ``t2m``, ``geopotential_500`` or a canonical name.
-
-    A canonical name without a level (``"geopotential"``) means all of its levels
-    (expanded by :func:`resolve_variables`).
-    """
-    s = str(text).strip()
-    if s in SURFACE_SHORT:
-        return VariableSpec(s, SURFACE_SHORT[s], None)
-    m = re.fullmatch(r"([a-z])(\d+)", s)
-    if m and m[1] in LEVEL_SHORT:
-        return VariableSpec(s, LEVEL_SHORT[m[1]], int(m[2]))
-    m = re.fullmatch(r"(.+?)[_@](\d+)", s)
-    if m and not s[0].isdigit():
-        return VariableSpec(short_label(m[1], int(m[2])), m[1], int(m[2]))
-    return VariableSpec(short_label(s), s, None)
-
-
-def _time_varying(ds: xr.Dataset) -> list[str]:
-    return [str(k) for k, v in ds.data_vars.items() if "time" in v.dims]
-
-
-def resolve_variables(names: Iterable[str] | None, *datasets: xr.Dataset) -> list[VariableSpec]:
-    """Variables to score, present in every dataset.
-
-    ``names=None``: the :data:`HEADLINE_VARIABLES` present in all datasets, or, if none
-    is, every common time-varying variable at every common level.
-    """
-    if not datasets:
-        raise ConfigError("resolve_variables needs at least one dataset.")
-    if names is None:
-        specs = []
-        for h in HEADLINE_VARIABLES:
-            sp = parse_variable(h)
-            if all(_has(ds, sp) for ds in datasets):
-                specs.append(sp)
-        if specs:
-            return specs
-        common = [v for v in _time_varying(datasets[0]) if all(v in ds.data_vars for ds in datasets[1:])]
-        if not common:
-            raise DataError(
-                "the forecast and the truth have no variable in common (forecast: "
-                f"{sorted(map(str, datasets[0].data_vars))}; truth: {sorted(map(str, datasets[-1].data_vars))})."
-            )
-        names = common
-    out: list[VariableSpec] = []
-    for n in names:
-        sp = parse_variable(n)
-        for ds, what in zip(datasets, ("forecast", "truth", "climatology", "dataset", "dataset"), strict=False):
-            if sp.name not in ds.data_vars:
-                raise DataError(
-                    f"variable {n!r} ({sp.name}) is not in the {what} (it has {sorted(map(str, ds.data_vars))}); "
-                    "use short names such as z500, t850, t2m or canonical names."
-                )
-        da = datasets[0][sp.name]
-        if sp.level is None and "level" in da.dims:
-            levels = [lv for lv in da["level"].values.tolist() if all(_has(ds, VariableSpec("", sp.name, lv)) for ds in datasets)]
-            out.extend(VariableSpec(short_label(sp.name, lv), sp.name, int(lv)) for lv in levels)
-            continue
-        for ds, what in zip(datasets, ("forecast", "truth", "climatology", "dataset", "dataset"), strict=False):
-            if not _has(ds, sp):
-                lv = ds[sp.name]["level"].values.tolist() if "level" in ds[sp.name].dims else []
-                raise DataError(f"{sp.name} has no level {sp.level} in the {what} (levels {lv}).")
-        out.append(sp)
-    seen: set[str] = set()
-    return [s for s in out if not (s.label in seen or seen.add(s.label))]
-
-
-def _has(ds: xr.Dataset, sp: VariableSpec) -> bool:
-    if sp.name not in ds.data_vars:
-        return False
-    da = ds[sp.name]
-    if sp.level is None:
-        return True
-    return "level" in da.dims and sp.level in da["level"].values.tolist()
-
-
-def select_variables(ds: xr.Dataset, specs: Sequence[VariableSpec]) -> xr.Dataset:
-    """A Dataset with one variable per spec, named by its label, the level selected (and dropped)."""
-    out = {}
-    for sp in specs:
-        da = ds[sp.name]
-        if sp.level is not None:
-            da = da.sel(level=sp.level, drop=True)
-        out[sp.label] = da.rename(sp.label)
-    res = xr.Dataset(out, attrs=dict(ds.attrs))
-    if "level" in res.coords and "level" not in res.dims:
-        res = res.drop_vars("level")
-    return res
-
-
-# ======================================================================================
-# forecasts and alignment
-# ======================================================================================
-def open_forecast(path: str | Path) -> xr.Dataset:
-    """Open a forecast in the WeatherBench2 layout (zarr store or netCDF) lazily and check it.
-
-    ``init_time``/``lead_time``/``step`` are accepted as aliases of ``time`` /
-    ``prediction_timedelta``; latitude is made ascending.
-    """
-    p = str(path)
-    if "://" not in p and not Path(p).exists():
-        raise DataError(f"forecast {p!r} does not exist; expected a zarr store or netCDF file in the WeatherBench2 layout.")
-    try:
-        if p.endswith((".nc", ".nc4", ".netcdf")):
-            ds = xr.open_dataset(p, chunks={}, decode_timedelta=True)
-        else:
-            ds = xr.open_zarr(p, decode_timedelta=True)
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read forecast {p!r} ({err}); expected a zarr store or a netCDF file.") from err
-    status = ds.attrs.get("atmos_status")
-    if status is not None and status != "complete":
-        warnings.warn(
-            f"the forecast {p!r} is not complete (atmos_status {status!r}: {ds.attrs.get('atmos_completed_steps')} "
-            f"of {ds.attrs.get('atmos_total_steps')} leads written); the leads not written are NaN and score as NaN. "
-            "Complete it with `atmos rollout ... --resume`.",
-            IncompleteForecastWarning,
-            stacklevel=2,
-        )
-    ds.encoding.setdefault("source", p)
-    return as_forecast(ds, p)
-
-
-class IncompleteForecastWarning(UserWarning):
-    """A forecast store whose rollout did not finish (interrupted or failed) is being read."""
-
-
-def as_forecast(ds: xr.Dataset, what: str = "forecast") -> xr.Dataset:
-    """Check (and lightly normalise) a Dataset in the WeatherBench2 forecast layout."""
-    if not isinstance(ds, xr.Dataset):
-        raise DataError(f"{what} must be an xarray Dataset in the forecast layout, got {type(ds).__name__}.")
-    ren = {a: b for a, b in (("init_time", "time"), ("lead_time", "prediction_timedelta"), ("step", "prediction_timedelta"),
-                              ("lat", "latitude"), ("lon", "longitude"))
-           if a in ds.dims and b not in ds.dims}
-    if ren:
-        ds = ds.rename(ren)
-    for d in ("time", "prediction_timedelta"):
-        if d not in ds.dims:
-            raise DataError(
-                f"{what} has no {d!r} dimension (dims {sorted(map(str, ds.dims))}); expected the WeatherBench2 "
-                "forecast layout: time (init) x prediction_timedelta (lead) x [member] x [level] x latitude x "
-                "longitude, as written by atmos.rollout."
-            )
-    if ds["prediction_timedelta"].dtype.kind != "m":
-        raise DataError(
-            f"{what}: prediction_timedelta has dtype {ds['prediction_timedelta'].dtype}; expected timedelta64 "
-            "(open the file with decode_timedelta=True)."
-        )
-    if ds["time"].dtype.kind != "M":
-        raise DataError(f"{what}: time has dtype {ds['time'].dtype}; expected datetime64 init times.")
-    if "latitude" in ds.dims and ds.sizes["latitude"] > 1 and float(ds["latitude"][0]) > float(ds["latitude"][-1]):
-        ds = ds.isel(latitude=slice(None, None, -1))
-    return ds
-
-
-def _check_grid(forecast: xr.Dataset, truth: xr.Dataset, what: str) -> xr.Dataset:
-    """Raise unless both are on the same grid; returns the forecast with the truth's coordinate values."""
-    for d in ("cell", "latitude", "longitude"):
-        if (d in forecast.dims) != (d in truth.dims):
-            raise GridError(
-                f"{what} and the truth are on different grids ({what} dims {sorted(map(str, forecast.dims))}, truth "
-                f"{sorted(map(str, truth.dims))}); regrid the forecast with atmos.io.regrid.regrid(fc, grid_of(truth))."
-            )
-        if d in ("latitude", "longitude") and d in forecast.dims:
-            a, b = forecast[d].values, truth[d].values
-            if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-6):
-                raise GridError(
-                    f"{what}'s {d} ({a.size} values {a[:1]}..{a[-1:]}) differs from the truth's ({b.size} values "
-                    f"{b[:1]}..{b[-1:]}); regrid the forecast with atmos.io.regrid.regrid(fc, atmos.io.grid_of(truth))."
-                )
-            forecast = forecast.assign_coords({d: truth[d]})
-    if "cell" in forecast.dims and forecast.sizes["cell"] != truth.sizes["cell"]:
-        raise GridError(f"{what} has {forecast.sizes['cell']} cells, the truth {truth.sizes['cell']}; regrid one of them.")
-    return forecast
-
-
-def align_truth(forecast: xr.Dataset | xr.DataArray, truth: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
-    """The truth at the forecast's valid times, with the forecast's ``(time, prediction_timedelta)`` dims.
-
-    ``out[time=t0, prediction_timedelta=dt] = truth[time=t0 + dt]``; a ``valid_time``
-    coordinate is attached. Raises DataError if a valid time is not in the truth.
-    """
-    vt = forecast["time"] + forecast["prediction_timedelta"]
-    have = truth.indexes["time"]
-    missing = ~np.isin(vt.values, np.asarray(have.values, dtype=vt.dtype))
-    if missing.any():
-        bad = np.unique(vt.values[missing])
-        raise DataError(
-            f"{bad.size} valid time(s) of the forecast are not in the truth (e.g. {bad[:3]}); the truth covers "
-            f"{have[0]} .. {have[-1]}. Score only init times whose leads stay inside the truth period."
-        )
-    out = truth.rename(time="valid_time").sel(valid_time=vt)
-    return out.transpose("time", "prediction_timedelta", ...)
 
 
 # ======================================================================================
@@ -385,8 +132,8 @@ def evaluate(
         ``bias`` and, with a climatology, ``acc``. Deterministic metrics score the
         ensemble mean of an ensemble forecast.
     climatology : Dataset, optional
-        ``(hour, dayofyear, ...)`` climatology (:func:`atmos.metrics.compute_climatology`,
-        :func:`atmos.metrics.load_climatology`); needed by ``acc`` and the
+        ``(hour, dayofyear, ...)`` climatology (:func:`atmos.io.climatology.compute_climatology`,
+        :func:`atmos.io.climatology.load_climatology`); needed by ``acc`` and the
         ``climatology`` baseline. Compute it from *training* data, not the truth period.
     baselines : sequence of str, optional
         From :data:`BASELINES`; default ``persistence`` plus ``climatology`` when a
