@@ -26,7 +26,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,19 +35,37 @@ import xarray as xr
 from atmos.baselines.climatology import climatology_forecast
 from atmos.baselines.persistence import persistence_forecast
 from atmos.errors import ConfigError, DataError
+from atmos.io.coords import area_weights
 from atmos.io.write import write_netcdf
 from atmos.metrics.deterministic import ACC, MAE, MSE, RMSE, Bias, Metric, Region, get_region
 from atmos.metrics.forecast import align_truth, as_forecast
 from atmos.metrics.forecast import check_same_grid as _check_grid
-from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
+from atmos.metrics.bootstrap import DEFAULT_N_BOOT, bootstrap_difference, bootstrap_score
+from atmos.metrics.probabilistic import (
+    CRPS,
+    CRPSS,
+    EnergyScore,
+    EnsembleMeanRMSE,
+    EnsembleSpread,
+    RankHistogram,
+    RankReliability,
+    SpreadSkill,
+    UnbiasedEnsembleMeanRMSE,
+    UnbiasedSpreadSkill,
+    rank_histogram_flatness,
+)
 from atmos.metrics.spectral import ZonalSpectrum
 from atmos.metrics.variables import resolve_variables, select_variables
 
 __all__ = [
     "BASELINES",
     "METRICS",
+    "compare",
+    "comparison_to_dataframe",
     "evaluate",
+    "evaluate_rank_histograms",
     "evaluate_spectra",
+    "format_comparison",
     "format_scorecard",
     "read_scorecard",
     "scorecard_to_dataframe",
@@ -65,7 +83,17 @@ METRICS: dict[str, Any] = {
     "spread": lambda clim: EnsembleSpread(),
     "ensemble_mean_rmse": lambda clim: EnsembleMeanRMSE(),
     "spread_skill": lambda clim: SpreadSkill(),
+    "spread_skill_unbiased": lambda clim: UnbiasedSpreadSkill(),
+    "ensemble_mean_rmse_unbiased": lambda clim: UnbiasedEnsembleMeanRMSE(),
+    "energy_score": lambda clim: EnergyScore(),
+    "crpss": lambda clim: CRPSS(climatology=clim),
+    "rank_reliability": lambda clim: RankReliability(),
 }
+#: Metrics that need a climatology.
+NEEDS_CLIMATOLOGY: frozenset[str] = frozenset({"acc", "crpss"})
+#: Metrics only an ensemble has (a deterministic forecast gets no score rather than a 0 or NaN).
+_ENSEMBLE_ONLY = (EnsembleSpread, SpreadSkill, UnbiasedSpreadSkill, UnbiasedEnsembleMeanRMSE, RankHistogram,
+                  RankReliability)
 #: Baseline forecasts :func:`evaluate` can add.
 BASELINES: tuple[str, ...] = ("persistence", "climatology")
 
@@ -96,69 +124,39 @@ def _resolve_metrics(metrics: Sequence[str | Metric] | None, clim_sel: xr.Datase
         key = str(m).lower()
         if key not in METRICS:
             raise ConfigError(f"unknown metric {m!r}; expected one of {sorted(METRICS)} or a Metric instance.")
-        if key == "acc" and clim_sel is None:
+        if key in NEEDS_CLIMATOLOGY and clim_sel is None:
             raise ConfigError(
-                "metric 'acc' needs a climatology: pass climatology=compute_climatology(training_cube) "
+                f"metric {key!r} needs a climatology: pass climatology=compute_climatology(training_cube) "
                 "(CLI: --climatology CLIM.nc or --climatology-source NAME)."
             )
         out.append((key, METRICS[key](clim_sel)))
     return out
 
 
-def evaluate(
+class _Chunks(NamedTuple):
+    """Per-init chunk values ``{(model, metric, region): DataArray(time, variable, ...)}`` and context."""
+
+    chunks: dict[tuple[str, str, str], xr.DataArray]
+    metric_list: list[tuple[str, Metric]]
+    region_list: list[tuple[str, Region | None]]
+    names: list[str]
+    specs: list[Any]
+    inits: np.ndarray
+
+
+def _score_chunks(
     forecast: xr.Dataset | Mapping[str, xr.Dataset],
     truth: xr.Dataset,
-    metrics: Sequence[str | Metric] | None = None,
-    climatology: xr.Dataset | None = None,
-    baselines: Sequence[str] | None = None,
-    variables: Iterable[str] | None = None,
-    regions: Sequence[str | Region] = ("global",),
-    name: str | None = None,
-    init_chunk: int = 32,
-    missing: str = "drop",
-) -> xr.Dataset:
-    """Score forecasts and baselines against the truth; returns the tidy scorecard.
-
-    Parameters
-    ----------
-    forecast : Dataset or mapping name -> Dataset
-        Forecast(s) in the WeatherBench2 layout (module docstring). Several models are
-        scored on the init times they share.
-    truth : Dataset
-        Canonical truth cube covering every valid time (``atmos.open_dataset(...)``).
-    metrics : sequence of str or Metric, optional
-        Names from :data:`METRICS` (``rmse``, ``bias``, ``acc``, ``mae``, ``crps``,
-        ``spread``, ``spread_skill`` ...) or Metric instances. Default ``rmse``,
-        ``bias`` and, with a climatology, ``acc``. Deterministic metrics score the
-        ensemble mean of an ensemble forecast.
-    climatology : Dataset, optional
-        ``(hour, dayofyear, ...)`` climatology (:func:`atmos.io.climatology.compute_climatology`,
-        :func:`atmos.io.climatology.load_climatology`); needed by ``acc`` and the
-        ``climatology`` baseline. Compute it from *training* data, not the truth period.
-    baselines : sequence of str, optional
-        From :data:`BASELINES`; default ``persistence`` plus ``climatology`` when a
-        climatology is given. ``()`` for none.
-    variables : iterable of str, optional
-        Short names (``z500``, ``t850``, ``t2m``) or canonical names (all levels);
-        default: the headline variables present.
-    regions : sequence of str or Region
-        Region masks (:data:`atmos.metrics.REGIONS`: ``global``, ``tropics``,
-        ``extratropics``, ``northern_extratropics``, ``southern_extratropics``).
-    name : str, optional
-        Model name when ``forecast`` is a single Dataset (default: its ``model`` attr or "model").
-    init_chunk : int
-        Init times processed (loaded) at a time.
-    missing : {"drop", "raise"}
-        Init times whose valid times (or, for persistence, the init time itself) are not
-        all in the truth: dropped with a warning, or an error.
-
-    Returns
-    -------
-    Dataset
-        ``score`` with dims ``(model, metric, region, variable, prediction_timedelta)``;
-        models are the forecast names then the baselines. Attrs record the init times,
-        the number of inits and the weighting.
-    """
+    metrics: Sequence[str | Metric] | None,
+    climatology: xr.Dataset | None,
+    baselines: Sequence[str] | None,
+    variables: Iterable[str] | None,
+    regions: Sequence[str | Region],
+    name: str | None,
+    init_chunk: int,
+    missing: str,
+) -> _Chunks:
+    """The per-init values of every (model, metric, region): the common core of evaluate and compare."""
     if isinstance(forecast, xr.Dataset):
         label = name or str(forecast.attrs.get("model", forecast.attrs.get("model_name", "model")))
         models = {label: forecast}
@@ -237,31 +235,111 @@ def evaluate(
             y = y_all.sel(prediction_timedelta=f["prediction_timedelta"])
             f, y = _drop_aux(f), _drop_aux(y)
             for mname, metric in metric_list:
-                if isinstance(metric, (EnsembleSpread, SpreadSkill)) and "member" not in f.dims:
+                if isinstance(metric, _ENSEMBLE_ONLY) and "member" not in f.dims:
                     continue  # a deterministic forecast has no spread: no score rather than a 0
                 for rname, reg in region_list:
-                    val = metric.compute_chunk(f, y, region=reg)
-                    chunks.setdefault((k, mname, rname), []).append(val.compute())
+                    val = metric.compute_chunk(f, y, region=reg).compute()
+                    val = _drop_aux(val)
+                    da = val.to_dataarray("variable") if isinstance(val, xr.Dataset) else val.expand_dims(variable=[val.name])
+                    chunks.setdefault((k, mname, rname), []).append(da)
+    merged = {key: xr.concat(v, dim="time") for key, v in chunks.items()}
+    return _Chunks(merged, metric_list, region_list, names, specs, inits)
 
-    das = []
-    for k in names:
-        per_metric = []
-        for mname, metric in metric_list:
-            if (k, mname, region_list[0][0]) not in chunks:
-                continue
-            per_region = []
-            for rname, _ in region_list:
-                vals = xr.concat(chunks[(k, mname, rname)], dim="time")
-                res = metric.finalize(vals.mean("time"))
-                res = _drop_aux(res)
-                da = res.to_dataarray("variable") if isinstance(res, xr.Dataset) else res.expand_dims(variable=[res.name])
-                per_region.append(da.expand_dims(region=[rname]))
-            per_metric.append(xr.concat(per_region, dim="region").expand_dims(metric=[mname]))
-        das.append(xr.concat(per_metric, dim="metric", join="outer").expand_dims(model=[k]))
-    score = xr.concat(das, dim="model", join="outer").transpose("model", "metric", "region", "variable", "prediction_timedelta")
-    score = score.reindex(variable=[s.label for s in specs]).astype(np.float64)
+
+def evaluate(
+    forecast: xr.Dataset | Mapping[str, xr.Dataset],
+    truth: xr.Dataset,
+    metrics: Sequence[str | Metric] | None = None,
+    climatology: xr.Dataset | None = None,
+    baselines: Sequence[str] | None = None,
+    variables: Iterable[str] | None = None,
+    regions: Sequence[str | Region] = ("global",),
+    name: str | None = None,
+    init_chunk: int = 32,
+    missing: str = "drop",
+    ci: float | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    block_length: int | str | None = None,
+    seed: int | None = 0,
+) -> xr.Dataset:
+    """Score forecasts and baselines against the truth; returns the tidy scorecard.
+
+    Parameters
+    ----------
+    forecast : Dataset or mapping name -> Dataset
+        Forecast(s) in the WeatherBench2 layout (module docstring). Several models are
+        scored on the init times they share.
+    truth : Dataset
+        Canonical truth cube covering every valid time (``atmos.open_dataset(...)``).
+    metrics : sequence of str or Metric, optional
+        Names from :data:`METRICS` (``rmse``, ``bias``, ``acc``, ``mae``, ``crps``,
+        ``spread``, ``spread_skill`` ...) or Metric instances. Default ``rmse``,
+        ``bias`` and, with a climatology, ``acc``. Deterministic metrics score the
+        ensemble mean of an ensemble forecast.
+    climatology : Dataset, optional
+        ``(hour, dayofyear, ...)`` climatology (:func:`atmos.io.climatology.compute_climatology`,
+        :func:`atmos.io.climatology.load_climatology`); needed by ``acc`` and the
+        ``climatology`` baseline. Compute it from *training* data, not the truth period.
+    baselines : sequence of str, optional
+        From :data:`BASELINES`; default ``persistence`` plus ``climatology`` when a
+        climatology is given. ``()`` for none.
+    variables : iterable of str, optional
+        Short names (``z500``, ``t850``, ``t2m``) or canonical names (all levels);
+        default: the headline variables present.
+    regions : sequence of str or Region
+        Region masks (:data:`atmos.metrics.REGIONS`: ``global``, ``tropics``,
+        ``extratropics``, ``northern_extratropics``, ``southern_extratropics``).
+    name : str, optional
+        Model name when ``forecast`` is a single Dataset (default: its ``model`` attr or "model").
+    init_chunk : int
+        Init times processed (loaded) at a time.
+    missing : {"drop", "raise"}
+        Init times whose valid times (or, for persistence, the init time itself) are not
+        all in the truth: dropped with a warning, or an error.
+    ci : float, optional
+        Confidence level (e.g. 0.95) of block-bootstrap intervals over init times for
+        every score (:func:`atmos.metrics.bootstrap.bootstrap_score`): adds
+        ``score_lower`` / ``score_upper``. Default none.
+    n_boot, block_length, seed
+        Bootstrap replicates, block length (init times, a duration such as ``"2D"``, or
+        None: ``ceil(n^(1/3))``) and seed, with ``ci``.
+
+    Returns
+    -------
+    Dataset
+        ``score`` with dims ``(model, metric, region, variable, prediction_timedelta)``;
+        models are the forecast names then the baselines. Attrs record the init times,
+        the number of inits and the weighting.
+    """
+    res = _score_chunks(forecast, truth, metrics, climatology, baselines, variables, regions, name, init_chunk, missing)
+    chunks, metric_list, region_list, names, specs, inits = res
+    boot: dict[tuple[str, str, str], xr.Dataset] = {}
+    if ci is not None:
+        for key, vals in chunks.items():
+            metric = dict(metric_list)[key[1]]
+            boot[key] = bootstrap_score(vals, metric.finalize, n_boot=n_boot, block_length=block_length,
+                                        confidence=ci, seed=seed)
+
+    def assemble(pick) -> xr.DataArray:
+        das = []
+        for k in names:
+            per_metric = []
+            for mname, metric in metric_list:
+                if (k, mname, region_list[0][0]) not in chunks:
+                    continue
+                per_region = [pick(k, mname, rname, metric).expand_dims(region=[rname]) for rname, _ in region_list]
+                per_metric.append(xr.concat(per_region, dim="region").expand_dims(metric=[mname]))
+            das.append(xr.concat(per_metric, dim="metric", join="outer").expand_dims(model=[k]))
+        out = xr.concat(das, dim="model", join="outer").transpose(
+            "model", "metric", "region", "variable", "prediction_timedelta")
+        return out.reindex(variable=[s.label for s in specs]).astype(np.float64)
+
+    score = assemble(lambda k, m, r, metric: _drop_aux(metric.finalize(chunks[(k, m, r)].mean("time"))))
     score.name = "score"
     out = score.to_dataset()
+    if ci is not None:
+        out["score_lower"] = assemble(lambda k, m, r, metric: boot[(k, m, r)]["lower"])
+        out["score_upper"] = assemble(lambda k, m, r, metric: boot[(k, m, r)]["upper"])
     out["prediction_timedelta"].attrs["long_name"] = "lead time"
     out.attrs = {
         "title": "atmos scorecard",
@@ -270,8 +348,13 @@ def evaluate(
         "last_init_time": str(inits[-1]),
         "weights": "normalized cell area (WeatherBench2)",
         "time_mean": "metrics averaged over init times; RMSE = sqrt(time-mean MSE)",
+        "ensemble_dim": "member (WeatherBench2's 'realization' is accepted on input)",
         "variables": "; ".join(f"{s.label}={s.name}" + (f"@{s.level}hPa" if s.level is not None else "") for s in specs),
     }
+    if ci is not None:
+        b0 = next(iter(boot.values()))
+        out.attrs.update({"ci_confidence": float(ci), "ci_method": b0.attrs["method"],
+                          "ci_block_length": int(b0.attrs["block_length"]), "ci_n_boot": int(n_boot)})
     if climatology is not None:
         for key in ("period", "window_days", "source"):
             if key in climatology.attrs:
@@ -280,15 +363,236 @@ def evaluate(
 
 
 # ======================================================================================
+# paired comparison with bootstrap confidence intervals
+# ======================================================================================
+def compare(
+    a: xr.Dataset,
+    b: xr.Dataset | str,
+    truth: xr.Dataset,
+    metrics: Sequence[str | Metric] | None = None,
+    climatology: xr.Dataset | None = None,
+    variables: Iterable[str] | None = None,
+    regions: Sequence[str | Region] = ("global",),
+    names: tuple[str, str] | None = None,
+    confidence: float = 0.95,
+    n_boot: int = DEFAULT_N_BOOT,
+    block_length: int | str | None = None,
+    seed: int | None = 0,
+    init_chunk: int = 32,
+    missing: str = "drop",
+) -> xr.Dataset:
+    """Score difference ``A - B`` of two forecasts on the same init times, with paired block-bootstrap intervals.
+
+    Both forecasts are scored by :func:`evaluate`'s code on the init times they share;
+    the per-init values are resampled with the *same* blocks of init times for both
+    (:func:`atmos.metrics.bootstrap.bootstrap_difference`), so the weather common to both
+    cancels. A difference is ``significant`` when its ``confidence`` interval excludes 0.
+    For error scores (RMSE, CRPS ...) a negative difference means A is better; for ACC,
+    CRPSS a positive one.
+
+    Parameters
+    ----------
+    a : Dataset
+        Forecast A in the WeatherBench2 layout (``member`` or ``realization`` ensembles).
+    b : Dataset or str
+        Forecast B, or a baseline name from :data:`BASELINES` (``persistence``,
+        ``climatology``: built for A's init times and leads).
+    truth, climatology, variables, regions, init_chunk, missing
+        As in :func:`evaluate`.
+    metrics : sequence of str or Metric, optional
+        Default ``rmse``, plus ``acc`` with a climatology and ``crps`` when A or B is an
+        ensemble.
+    names : (str, str), optional
+        Labels of A and B (default: their ``model`` attrs, or ``"A"`` / the baseline name).
+    confidence, n_boot, block_length, seed
+        Interval level, replicates, block length (init times, a duration such as
+        ``"2D"``, or None: ``ceil(n^(1/3))``, see :mod:`atmos.metrics.bootstrap`), seed.
+
+    Returns
+    -------
+    Dataset
+        Dims ``(metric, region, variable, prediction_timedelta)``: ``score_a``,
+        ``score_b``, ``difference`` (A - B), ``lower``, ``upper``, ``significant``,
+        ``p_value``. Attrs: ``model_a``, ``model_b``, ``n_init_times``, ``confidence``,
+        ``block_length``, ``n_boot``, ``method``.
+    """
+    if not isinstance(a, xr.Dataset):
+        raise DataError(f"forecast A must be an xarray Dataset in the forecast layout, got {type(a).__name__}.")
+    baseline = None
+    if isinstance(b, str):
+        baseline = b.lower()
+        if baseline not in BASELINES:
+            raise ConfigError(
+                f"forecast B {b!r} is neither a Dataset nor a baseline; expected a forecast Dataset or one of "
+                f"{list(BASELINES)}."
+            )
+    elif not isinstance(b, xr.Dataset):
+        raise DataError(f"forecast B must be a Dataset or a baseline name, got {type(b).__name__}.")
+    name_a, name_b = names if names is not None else (
+        str(a.attrs.get("model", "A")), baseline or str(b.attrs.get("model", "B")))
+    if name_a == name_b:
+        name_a, name_b = f"A:{name_a}", f"B:{name_b}"
+    models = {name_a: a} if baseline is not None else {name_a: a, name_b: b}
+    if metrics is None:
+        is_ens = any(d in m.dims for m in models.values() for d in ("member", "realization"))
+        metrics = ["rmse"] + (["acc"] if climatology is not None else []) + (["crps"] if is_ens else [])
+    res = _score_chunks(models, truth, metrics, climatology, [baseline] if baseline else [], variables, regions,
+                        None, init_chunk, missing)
+    per_metric = []
+    attrs: dict[str, Any] = {}
+    for mname, metric in res.metric_list:
+        per_region = []
+        for rname, _ in res.region_list:
+            ka, kb = (name_a, mname, rname), (name_b, mname, rname)
+            if ka not in res.chunks or kb not in res.chunks:
+                continue
+            va, vb = xr.align(res.chunks[ka], res.chunks[kb], join="inner")
+            d = bootstrap_difference(va, vb, metric.finalize, n_boot=n_boot, block_length=block_length,
+                                     confidence=confidence, seed=seed)
+            attrs = dict(d.attrs)
+            per_region.append(_drop_aux(d).expand_dims(region=[rname]))
+        if per_region:
+            per_metric.append(xr.concat(per_region, dim="region").expand_dims(metric=[mname]))
+    if not per_metric:
+        raise DataError(
+            f"no metric of {[m for m, _ in res.metric_list]} scores both {name_a!r} and {name_b!r} (spread-type metrics "
+            "need two ensembles); choose e.g. metrics=['rmse', 'crps']."
+        )
+    out = xr.concat(per_metric, dim="metric", join="outer")
+    out = out.transpose("metric", "region", "variable", "prediction_timedelta")
+    out = out.reindex(variable=[s.label for s in res.specs])
+    out["significant"] = out["significant"].fillna(False).astype(bool)
+    out.attrs = {
+        "title": "atmos paired comparison (A - B)",
+        "model_a": name_a,
+        "model_b": name_b,
+        "n_init_times": int(res.inits.size),
+        "first_init_time": str(res.inits[0]),
+        "last_init_time": str(res.inits[-1]),
+        "weights": "normalized cell area (WeatherBench2)",
+        **attrs,
+    }
+    return out
+
+
+def format_comparison(comparison: xr.Dataset, leads: Sequence[Any] | None = None, digits: int = 4) -> str:
+    """Text table of :func:`compare`: per metric, region and variable, rows = leads; ``*`` marks significance."""
+    c = comparison
+    if leads is not None:
+        want = pd.to_timedelta(list(leads)).to_numpy("timedelta64[ns]")
+        c = c.sel(prediction_timedelta=[x for x in want if x in c["prediction_timedelta"].values])
+    a, b = c.attrs.get("model_a", "A"), c.attrs.get("model_b", "B")
+    conf = 100 * float(c.attrs.get("confidence", 0.95))
+    w = digits + 8
+    lines = [f"A = {a}, B = {b}: A - B with its {conf:g}% paired block-bootstrap interval "
+             f"(block {c.attrs.get('block_length')} init times, {c.attrs.get('n_boot')} replicates, "
+             f"{c.attrs.get('n_init_times')} inits); * = significant (interval excludes 0)", ""]
+    for metric in c["metric"].values:
+        for region in c["region"].values:
+            for var in c["variable"].values:
+                sub = c.sel(metric=metric, region=region, variable=var)
+                if bool(sub["difference"].isnull().all()):
+                    continue
+                n_sig = int(sub["significant"].sum())
+                lines.append(f"{str(metric).upper()}  region={region}  variable={var}  "
+                             f"(significant at {n_sig} of {sub.sizes['prediction_timedelta']} leads)")
+                lines.append(f"{'lead':>8}{'A':>{w}}{'B':>{w}}{'A - B':>{w}}{'interval':>{2 * w + 4}}  sig")
+                for td in sub["prediction_timedelta"].values:
+                    r = sub.sel(prediction_timedelta=td)
+                    f = [float(r[k]) for k in ("score_a", "score_b", "difference", "lower", "upper")]
+                    ci = f"[{f[3]:.{digits}g}, {f[4]:.{digits}g}]"
+                    mark = "  *" if bool(r["significant"]) else ""
+                    lines.append(f"{_lead_label(td):>8}{f[0]:>{w}.{digits}g}{f[1]:>{w}.{digits}g}"
+                                 f"{f[2]:>{w}.{digits}g}{ci:>{2 * w + 4}}{mark}")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def comparison_to_dataframe(comparison: xr.Dataset) -> pd.DataFrame:
+    """Long table of :func:`compare`: ``metric, region, variable, lead_hours, score_a, score_b, difference, lower, upper, significant, p_value``."""
+    cols = ["score_a", "score_b", "difference", "lower", "upper", "significant", "p_value"]
+    df = comparison[cols].to_dataframe().reset_index()
+    df["lead_hours"] = df["prediction_timedelta"] / pd.Timedelta("1h")
+    df = df.dropna(subset=["difference"])
+    return df[["metric", "region", "variable", "lead_hours", *cols]].reset_index(drop=True)
+
+
+# ======================================================================================
+# rank histograms
+# ======================================================================================
+def evaluate_rank_histograms(
+    forecast: xr.Dataset,
+    truth: xr.Dataset,
+    variables: Iterable[str] | None = None,
+    region: str | Region = "global",
+    init_chunk: int = 32,
+    missing: str = "drop",
+) -> xr.Dataset:
+    """Area-weighted Talagrand rank histograms of an ensemble per variable and lead, with flatness statistics.
+
+    Returns
+    -------
+    Dataset
+        ``histogram`` on ``(variable, prediction_timedelta, bins)`` (relative frequencies
+        summing to 1 per variable and lead: :class:`atmos.metrics.RankHistogram` averaged
+        over init times) and, on ``(variable, prediction_timedelta)``, the
+        ``reliability_index``, ``chi2``, ``delta`` and ``p_value`` of
+        :func:`atmos.metrics.rank_histogram_flatness` with ``N`` = init times x cells
+        (the nominal number of cases: correlated cells make ``chi2`` / ``p_value``
+        overstate significance; compare ensembles by ``reliability_index``).
+
+    Raises
+    ------
+    DataError
+        The forecast has no ensemble dimension.
+    """
+    fc = as_forecast(forecast, "the forecast")
+    if "member" not in fc.dims:
+        raise DataError(
+            f"rank histograms need an ensemble forecast with a 'member' (or 'realization') dimension; dims "
+            f"{sorted(map(str, fc.dims))}. Roll out with --members N."
+        )
+    rname = region if isinstance(region, str) else region.name
+    res = _score_chunks({"forecast": fc}, truth, [RankHistogram()], None, [], variables, [region], None,
+                        init_chunk, missing)
+    vals = res.chunks[("forecast", "rank_histogram", rname)]
+    hist = vals.mean("time").transpose("variable", "prediction_timedelta", "bins")
+    hist = hist.reindex(variable=[s.label for s in res.specs])
+    reg = get_region(region)
+    w = fc.isel(time=0, prediction_timedelta=0, member=0)[next(iter(fc.data_vars))]
+    aw = area_weights(w)
+    if reg is not None:
+        aw = reg.apply(aw, w)
+    n_cells = int((aw > 0).sum())
+    n_cases = float(res.inits.size * n_cells)
+    flat = rank_histogram_flatness(hist, n_cases=n_cases)
+    out = flat.assign(histogram=hist)
+    out.attrs = {
+        "title": "atmos rank histograms",
+        "region": rname,
+        "n_init_times": int(res.inits.size),
+        "n_cells": n_cells,
+        "n_members": int(fc.sizes["member"]),
+        "n_cases_nominal": n_cases,
+        "weights": "normalized cell area (WeatherBench2)",
+    }
+    return out
+
+
+# ======================================================================================
 # tables
 # ======================================================================================
 def scorecard_to_dataframe(scorecard: xr.Dataset) -> pd.DataFrame:
-    """Long table ``model, metric, region, variable, lead_hours, score`` (NaN rows dropped)."""
-    da = scorecard["score"]
-    df = da.to_dataframe().reset_index()
+    """Long table ``model, metric, region, variable, lead_hours, score`` (NaN rows dropped).
+
+    A scorecard with bootstrap intervals (``evaluate(..., ci=0.95)``) adds the columns
+    ``score_lower`` and ``score_upper``.
+    """
+    cols = ["score"] + [c for c in ("score_lower", "score_upper") if c in scorecard.data_vars]
+    df = scorecard[cols].to_dataframe().reset_index()
     df["lead_hours"] = df["prediction_timedelta"] / pd.Timedelta("1h")
     df = df.dropna(subset=["score"])
-    return df[["model", "metric", "region", "variable", "lead_hours", "score"]].reset_index(drop=True)
+    return df[["model", "metric", "region", "variable", "lead_hours", *cols]].reset_index(drop=True)
 
 
 def write_scorecard(scorecard: xr.Dataset, path: str | Path) -> Path:
@@ -317,9 +621,9 @@ def read_scorecard(path: str | Path) -> xr.Dataset:
         )
     df["prediction_timedelta"] = pd.to_timedelta(df["lead_hours"], unit="h")
     order = {c: list(dict.fromkeys(df[c])) for c in ("model", "metric", "region", "variable")}
-    da = df.set_index(["model", "metric", "region", "variable", "prediction_timedelta"])["score"].to_xarray()
-    da = da.reindex({c: v for c, v in order.items()})
-    return da.to_dataset(name="score")
+    cols = ["score"] + [c for c in ("score_lower", "score_upper") if c in df.columns]
+    ds = df.set_index(["model", "metric", "region", "variable", "prediction_timedelta"])[cols].to_xarray()
+    return ds.reindex({c: v for c, v in order.items()})
 
 
 def _lead_label(td: np.timedelta64) -> str:
@@ -331,14 +635,32 @@ def _lead_label(td: np.timedelta64) -> str:
 def format_scorecard(
     scorecard: xr.Dataset, leads: Sequence[Any] | None = None, digits: int = 4
 ) -> str:
-    """A readable text table: per metric, region and model, rows = leads, columns = variables."""
+    """A readable text table: per metric, region and model, rows = leads, columns = variables.
+
+    With bootstrap intervals in the scorecard (``score_lower`` / ``score_upper``) each cell
+    reads ``score [lower, upper]``.
+    """
     da = scorecard["score"]
+    has_ci = "score_lower" in scorecard.data_vars and "score_upper" in scorecard.data_vars
     if leads is not None:
         want = pd.to_timedelta(list(leads)).to_numpy("timedelta64[ns]")
-        da = da.sel(prediction_timedelta=[x for x in want if x in da["prediction_timedelta"].values])
+        sel = [x for x in want if x in da["prediction_timedelta"].values]
+        da = da.sel(prediction_timedelta=sel)
+        scorecard = scorecard.sel(prediction_timedelta=sel)
     lines: list[str] = []
     variables = [str(v) for v in da["variable"].values]
     width = max(12, *(len(v) + 2 for v in variables))
+    if has_ci:
+        width = max(width, 3 * (digits + 6) + 4)
+
+    def cell(metric, region, model, td, v) -> str:
+        x = float(da.sel(metric=metric, region=region, model=model, prediction_timedelta=td, variable=v))
+        if not has_ci:
+            return f"{x:>{width}.{digits}g}"
+        pt = dict(metric=metric, region=region, model=model, prediction_timedelta=td, variable=v)
+        lo, hi = float(scorecard["score_lower"].sel(pt)), float(scorecard["score_upper"].sel(pt))
+        return f"{f'{x:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]':>{width}}"
+
     for metric in da["metric"].values:
         for region in da["region"].values:
             for model in da["model"].values:
@@ -348,8 +670,7 @@ def format_scorecard(
                 lines.append(f"{str(metric).upper()}  region={region}  model={model}")
                 lines.append(f"{'lead':>8}" + "".join(f"{v:>{width}}" for v in variables))
                 for td in sub["prediction_timedelta"].values:
-                    row = sub.sel(prediction_timedelta=td)
-                    cells = "".join(f"{float(row.sel(variable=v)):>{width}.{digits}g}" for v in variables)
+                    cells = "".join(cell(metric, region, model, td, v) for v in variables)
                     lines.append(f"{_lead_label(td):>8}" + cells)
                 lines.append("")
     return "\n".join(lines)

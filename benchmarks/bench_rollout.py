@@ -81,7 +81,7 @@ def child(mode: str, days: float, members: int, threads: int) -> dict:
             n = round(days * 4)
             forc = torch.zeros(hist.shape[0], 2, len(fc.channels["forcings"]), *hist.shape[3:])
             stat = state.context.statics
-            ratio = fc._ratio.view(1, -1, 1, 1)
+            ratio = fc.normalizer.ratio.view(1, -1, 1, 1)
             with torch.no_grad(), _PeakSampler() as ps:
                 for _ in range(n):
                     out, _ = fc.model(hist, forc, stat, None)

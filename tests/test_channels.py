@@ -102,7 +102,7 @@ def test_every_layer_uses_the_one_record():
     """The window dataset, the Forecaster, io and the metrics all hand out atmos.channels.Channel."""
     import atmos.io
     from atmos.io.windows import WindowSchema
-    from atmos.rollout import engine
+    from atmos.rollout.tables import channels_from_meta
 
     assert atmos.io.Channel is Channel
     schema = WindowSchema(groups={"inputs": [Channel.of("temperature", 850, mean=1.0, std=2.0)]})
@@ -110,7 +110,7 @@ def test_every_layer_uses_the_one_record():
     assert back.groups["inputs"][0] == schema.groups["inputs"][0]
     assert isinstance(back.groups["inputs"][0], Channel)
     meta = {"data_schema": {"groups": {"inputs": [Channel.of("temperature", 850, mean=1.0, std=2.0).to_dict()]}}}
-    assert isinstance(engine._channels_from_meta(meta)["inputs"][0], Channel)
+    assert isinstance(channels_from_meta(meta)["inputs"][0], Channel)
     with pytest.warns(DeprecationWarning, match="atmos.channels.Channel"):
         from atmos.rollout import ChannelInfo
     assert ChannelInfo is Channel

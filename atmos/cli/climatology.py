@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variables", nargs="+", metavar="VAR",
                    help="canonical or short names (z500 -> all levels of geopotential); default: all time-varying")
     p.add_argument("--window", type=int, default=61, metavar="DAYS", help="odd smoothing window in days (default 61; 1 = none)")
+    p.add_argument("--window-weights", choices=["triangular", "flat"], default="triangular",
+                   help="weights over the window: triangular (default, WeatherBench2: linearly decaying) or flat")
     p.add_argument("--hour-step", type=int, default=6, metavar="H", help="hours of the climatology: 0, H, 2H ... (default 6)")
     p.add_argument("--daily", action="store_true", help="one daily climatology pooling all hours (no hour dimension)")
     p.set_defaults(func=run)
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     names = None
     if args.variables:
         names = list(dict.fromkeys(parse_variable(v).name for v in args.variables))
-    clim = compute_climatology(ds, hour_step=None if args.daily else args.hour_step, window=args.window, variables=names)
+    clim = compute_climatology(ds, hour_step=None if args.daily else args.hour_step, window=args.window, variables=names,
+                               window_weights=args.window_weights)
     out = save_climatology(clim, Path(args.output))
     dims = ", ".join(f"{d}={n}" for d, n in clim.sizes.items())
     print(f"climatology of {args.source}: {len(clim.data_vars)} variable(s) ({', '.join(map(str, clim.data_vars))})")

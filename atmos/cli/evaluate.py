@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "      --variables z500 t850 t2m -o scores.csv --plots plots/\n"
             "  atmos rollout --init 2020-01-01 --days 365 --out year.zarr\n"
             "  atmos evaluate year.zarr --stability speedy-world --plots plots/   (climate of a long rollout)\n"
+            "  atmos evaluate ens_seed0.zarr --truth speedy-world-val --against ens_seed1.zarr   (A - B, significance)\n"
+            "  atmos evaluate forecast.zarr --truth speedy-world-val --against persistence --block-length 2D\n"
             "  atmos evaluate --climatebench --pred pred.nc --truth data/cmip6-ipsl --scenario ssp126 "
             "--baseline historical:1850-1900"
         ),
@@ -76,11 +78,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="short names (z500 t850 t2m u850 msl ...) or canonical names (default: z500 t850 t2m present)")
     g.add_argument("--metrics", metavar="LIST",
                    help="comma-separated: rmse,bias,acc,mae,mse,crps,spread,spread_skill,ensemble_mean_rmse "
-                        "(default rmse,bias + acc with a climatology; + crps,spread_skill for ensembles)")
+                        "(default rmse,bias + acc with a climatology; + crps,spread,ensemble_mean_rmse,spread_skill,"
+                        "spread_skill_unbiased for ensembles); also energy_score, crpss (needs a climatology), "
+                        "rank_reliability, ensemble_mean_rmse_unbiased")
     g.add_argument("--regions", metavar="LIST", default="global",
                    help="comma-separated: global,tropics,extratropics,northern_extratropics,southern_extratropics")
     g.add_argument("--all-leads", action="store_true", help="print every lead (default: a selection when there are many)")
-    g.add_argument("--plots", metavar="DIR", help="also write PNG plots (metric vs lead, maps, spectra) to DIR")
+    g.add_argument("--plots", metavar="DIR", help="also write PNG plots (metric vs lead, maps, spectra; for ensembles "
+                                                   "rank histograms and spread vs skill; with --against the "
+                                                   "differences with their intervals) to DIR")
+    b = p.add_argument_group("confidence intervals and paired comparison (block bootstrap over init times)")
+    b.add_argument("--against", metavar="B",
+                   help="compare FORECAST (A) with B: a second forecast store, or a baseline (persistence, "
+                        "climatology); prints A - B per variable and lead with its paired block-bootstrap interval "
+                        "and marks the significant differences")
+    b.add_argument("--ci", action="store_true", help="add block-bootstrap confidence intervals to every score")
+    b.add_argument("--confidence", type=float, default=0.95, metavar="LEVEL", help="interval level (default 0.95)")
+    b.add_argument("--n-boot", type=int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
+    b.add_argument("--block-length", metavar="L",
+                   help="block length: init times (e.g. 3) or a duration (e.g. 2D); default ceil(n^(1/3)) init times")
+    b.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     s = p.add_argument_group("long-rollout stability (--stability)")
     s.add_argument("--stability", metavar="REFERENCE",
                    help="instead of scoring against a truth, compare the climate of a long rollout (one init) with "
@@ -215,14 +232,22 @@ def _run_forecast(args: argparse.Namespace) -> int:
     if metrics is None:
         metrics = ["rmse", "bias"] + (["acc"] if clim is not None else [])
         if "member" in fc.dims:
-            metrics += ["crps", "spread_skill"]
+            metrics += ["crps", "spread", "ensemble_mean_rmse", "spread_skill", "spread_skill_unbiased"]
     regions = _split(args.regions) or ["global"]
     name = args.name or Path(str(args.forecast).rstrip("/")).stem
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError(f"--confidence {args.confidence}: expected a level in (0, 1), e.g. 0.95.")
+    if args.n_boot < 1:
+        raise ConfigError(f"--n-boot {args.n_boot}: expected a positive number of replicates, e.g. 1000.")
+    if args.against:
+        return _run_against(args, fc, truth, clim, specs, _split(args.metrics), regions, name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         with decode_guard([fc, truth], what="the forecast or the truth"):
             scores = evaluate(fc, truth, metrics=metrics, climatology=clim, baselines=baselines,
-                              variables=[s.label for s in specs], regions=regions, name=name)
+                              variables=[s.label for s in specs], regions=regions, name=name,
+                              ci=args.confidence if args.ci else None, n_boot=args.n_boot,
+                              block_length=args.block_length, seed=args.seed)
     for w in caught:
         print(f"note: {w.message}")
     leads = None
@@ -234,6 +259,9 @@ def _run_forecast(args: argparse.Namespace) -> int:
           f"area-weighted; RMSE = sqrt(mean over inits of MSE)")
     if clim is None:
         print("no climatology (--climatology / --climatology-source): ACC and the climatology baseline are skipped")
+    if args.ci:
+        print(f"[lower, upper]: {100 * args.confidence:g}% {scores.attrs['ci_method']} over init times "
+              f"(block {scores.attrs['ci_block_length']} init times, {args.n_boot} replicates)")
     print()
     print(format_scorecard(scores, leads=leads))
     if args.output:
@@ -249,6 +277,68 @@ def _run_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_against(args, fc, truth, clim, specs, metrics, regions, name) -> int:
+    """``--against B``: the paired comparison A - B (:func:`atmos.evaluation.compare`)."""
+    import pandas as pd
+
+    from atmos.evaluation import BASELINES, comparison_to_dataframe, compare, format_comparison
+    from atmos.io.check import decode_guard
+    from atmos.io.write import write_netcdf
+    from atmos.metrics import open_forecast
+
+    against = str(args.against)
+    if against.lower() in BASELINES:
+        other, name_b, guard = against.lower(), against.lower(), [fc, truth]
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            other = open_forecast(against)
+        for w in caught:
+            print(f"note: {w.message}")
+        name_b, guard = Path(against.rstrip("/")).stem, [fc, other, truth]
+    if name_b == name:
+        name, name_b = f"A:{name}", f"B:{name_b}"
+    if args.baselines is not None:
+        print("note: --baselines is ignored with --against (B is the one forecast compared)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        with decode_guard(guard, what="the forecasts or the truth"):
+            comp = compare(fc, other, truth, metrics=metrics, climatology=clim, variables=[s.label for s in specs],
+                           regions=regions, names=(name, name_b), confidence=args.confidence, n_boot=args.n_boot,
+                           block_length=args.block_length, seed=args.seed)
+    for w in caught:
+        print(f"note: {w.message}")
+    leads = None
+    all_leads = comp["prediction_timedelta"].values
+    if not args.all_leads and all_leads.size > 12:
+        leads = [x for x in PRINT_LEADS if pd.Timedelta(x).to_timedelta64() in all_leads]
+    print(f"{name} against {name_b}, truth {args.truth[0]}: {comp.attrs['n_init_times']} common init times "
+          f"{comp.attrs['first_init_time'][:16]} .. {comp.attrs['last_init_time'][:16]}, area-weighted")
+    print("negative A - B: A has the lower score (better for rmse, crps, mae; worse for acc, crpss)")
+    print()
+    print(format_comparison(comp, leads=leads))
+    if args.output:
+        out = Path(args.output)
+        if out.suffix == ".nc":
+            write_netcdf(comp.assign(significant=comp["significant"].astype("int8")), out, what="atmos evaluate --against")
+        elif out.suffix == ".json":
+            out.write_text(comparison_to_dataframe(comp).to_json(orient="records", indent=1))
+        else:
+            comparison_to_dataframe(comp).to_csv(out, index=False, float_format="%.8g")
+        print(f"wrote {out}")
+    if args.plots:
+        from atmos.metrics.plots import plot_comparison
+
+        paths = []
+        for metric in comp["metric"].values:
+            for region in comp["region"].values:
+                p = Path(args.plots) / f"difference_{metric}_{region}.png"
+                plot_comparison(comp, str(metric), str(region), path=p)
+                paths.append(p)
+        print(f"wrote {len(paths)} plot(s) to {args.plots}")
+    return 0
+
+
 def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> list[Path]:
     """Metric-vs-lead plots, maps at up to three leads of the first init, and zonal spectra."""
     from atmos.baselines.climatology import climatology_forecast
@@ -257,6 +347,18 @@ def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> 
     from atmos.metrics.plots import plot_maps, plot_spectra, write_score_plots
 
     paths = write_score_plots(scores, outdir)
+    if "member" in fc.dims:
+        from atmos.evaluation import evaluate_rank_histograms
+        from atmos.metrics.plots import plot_rank_histograms, plot_spread_skill
+
+        hist = evaluate_rank_histograms(fc, truth, variables=[s.label for s in specs])
+        p = outdir / "rank_histograms.png"
+        plot_rank_histograms(hist, title=name, path=p)
+        paths.append(p)
+        if set(map(str, scores["metric"].values)) & {"spread", "spread_skill", "spread_skill_unbiased"}:
+            p = outdir / "spread_skill.png"
+            plot_spread_skill(scores, model=name, path=p)
+            paths.append(p)
     f = select_variables(fc, specs)
     t0 = f["time"].values[:1]
     have = truth.indexes["time"].values

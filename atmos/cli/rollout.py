@@ -142,7 +142,7 @@ def _lead_summary(ds) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from atmos.rollout.api import default_output_path, parse_init, rollout
-    from atmos.rollout.engine import Forecaster
+    from atmos.rollout.forecaster import Forecaster
     from atmos.rollout.sample import SAMPLE_DEFAULT_INIT, SAMPLE_NOTE, sample_data_path
 
     fc = Forecaster.from_checkpoint(args.model, device=args.device, decoders=args.decoder)

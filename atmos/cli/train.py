@@ -21,6 +21,7 @@ examples:
   atmos train configs/vit_speedy.yaml
   atmos train configs/vit_speedy.yaml schedule.epochs=2 optimizer.lr=3e-4
   atmos train configs/vit_speedy.yaml --resume                 # continue the run's last checkpoint
+  atmos train configs/vit_speedy.yaml --check                  # validate the config only (seconds)
   torchrun --nproc-per-node 2 -m atmos.cli.train configs/vit_speedy.yaml
 """
 
@@ -37,6 +38,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "(a checkpoint or run folder)",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config completely (keys, types, model parameters, data sources, variables, "
+                   "levels, periods, task sections, output folder) in seconds, without training; exit 0 or 2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (same as output.progress=false)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging level of rank 0 (other ranks log warnings only)")
@@ -78,6 +82,34 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("atmos").setLevel(level if rank == 0 else "WARNING")
 
 
+def _run_check(args: argparse.Namespace, overrides: list[str], resume: str | None) -> int:
+    """``--check``: print "config OK: ..." or every problem with its fix; 0 or 2."""
+    from atmos.train.check import check
+
+    report = check(args.config, overrides, resume=resume)
+    if not report.ok:
+        print(f"config {args.config}: {len(report.problems)} problem(s):", file=sys.stderr)
+        for prob in report.problems:
+            print(f"  - {prob.where}: {prob.message}", file=sys.stderr)
+            if prob.fix:
+                print(f"    fix: {prob.fix}", file=sys.stderr)
+        return 2
+    s = report.summary
+    parts = [f"task {s.get('task')}", f"model {s.get('model')}"]
+    if "parameters" in s:
+        parts[-1] += f" ({s['parameters'] / 1e6:.2f} M parameters)"
+    if "channels" in s:
+        ch = s["channels"]
+        parts.append(f"{ch['inputs']} prognostic channels, {ch['forcings']} forcings, {ch['statics']} statics"
+                     + (f" on {s['grid']}" if "grid" in s else ""))
+    for key in ("training", "validation"):
+        if key in s:
+            parts.append(f"{key} {s[key]['source']} ({s[key]['steps']} steps)")
+    parts.append(f"run folder {s.get('run_dir')}")
+    print(f"config OK: {args.config}: " + "; ".join(parts) + f" (checked in {report.seconds:.1f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import yaml
 
@@ -87,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     overrides, resume = _split_resume(args)
     if args.no_progress:
         overrides.append("output.progress=false")
+    if getattr(args, "check", False):
+        return _run_check(args, overrides, resume)
     cfg = load_config(args.config, overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")

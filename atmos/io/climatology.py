@@ -11,26 +11,38 @@ with dims ``(hour, dayofyear, [level], latitude, longitude)`` (or ``(..., cell)`
   time, the climatological mean of its day of year and hour. A skilful forecast must beat
   it at long leads; its ACC is 0 by construction.
 
-How :func:`compute_climatology` estimates it. For every variable, the value at
-``(hour h, day d)`` is the mean of *all* samples whose hour of day is ``h`` and whose
-day of year lies within ``window // 2`` days of ``d`` (circularly: 31 Dec and 1 Jan are
-neighbours), pooled over all years::
+How :func:`compute_climatology` estimates it: as WeatherBench2's
+``weatherbench2.utils.compute_hourly_stat`` (``scripts/compute_climatology.py``, the
+default ``--method=explicit``). For every variable, the value at ``(hour h, day d)`` is
+the weighted mean of *all* samples whose hour of day is ``h`` and whose day of year ``d'``
+lies within ``h_w = window // 2`` days of ``d`` on the day-of-year circle, pooled over all
+years::
 
-    clim[h, d] = sum_{y, |d' - d| <= w/2} x[y, d', h]  /  #{samples in the window}
+    clim[h, d] = sum_{y, d'} w(d' - d) x[y, d', h]  /  sum_{y, d' with a sample} w(d' - d)
 
-This is a moving average over day of year weighted by the sample counts, so it is exact
-when some days are missing, and it fills ``dayofyear = 366`` (29 Feb / 31 Dec of leap
-years) from its neighbours. WeatherBench2's ERA5 climatology averages 1990-2019 with a
-61-day window; that is the default here.
+with WeatherBench2's linearly decaying ("triangular") weights ``w(k) = 1 - |k| / h_w``
+(1 at the centre, 0 at ``|k| = h_w``; ``window_weights="triangular"``, the default) or
+equal weights ``w(k) = 1`` (``window_weights="flat"``). Normalizing by the weights of
+the samples present makes it exact when some days are missing, as WB2's NaN-skipping
+weighted mean.
+
+The circle, as WB2 stacks calendar years on a ``dayofyear`` axis: when some year of the
+data has a day 366 (31 Dec of a leap year) the circle has 366 days and each year
+without a day 366 counts its day 365 again as its day 366 (WB2 fills the gap with day
+365), so every window near New Year holds ``window`` days of every year; when no year
+has a day 366 the circle has 365 days (31 Dec and 1 Jan are neighbours) and the output's
+day 366 copies day 365. (WB2 fills *every* missing day of a year with its day 365; here
+other missing days simply carry no weight.) WeatherBench2's ERA5 climatology averages
+1990-2019 with a 61-day window; that is the default here.
 
 Smoothing matters most with little data. With a single year (e.g. SPEEDY-world 2018,
 1460 six-hourly steps) every ``(day, hour)`` has exactly one sample, so without
 smoothing (``window=1``) the "climatology" would *be* that year's weather, synoptic
-systems included; the 61-day window averages 61 independent days per value, which keeps
-the seasonal cycle (its 2-month boxcar damps the annual harmonic by only ~5 %) and
-removes most of the synoptic noise. It is still a one-year estimate: scores against it
-(ACC, the climatology baseline) carry that year's interannual anomaly. Measured on
-SPEEDY-world (climatology from 2018, scored on 43 inits from 20 Dec 2019 to 10 Jan 2020,
+systems included; the 61-day window averages 59 days per value (its end weights are
+0), which keeps the seasonal cycle (the triangle damps the annual harmonic by ~2 %, the
+flat 2-month boxcar by ~5 %) and removes most of the synoptic noise. It is still a
+one-year estimate: scores against it (ACC, the climatology baseline) carry that year's
+interannual anomaly. Measured with the flat window on SPEEDY-world (climatology from 2018, scored on 43 inits from 20 Dec 2019 to 10 Jan 2020,
 ``scripts/score_baselines_speedy.py``): the climatology forecast's global z500 RMSE at
 1 day is 743 m2 s-2 with ``window=1``, 617 with 15 days and 594 with 61 days; the day-10
 ACC of persistence drops from 0.47 (``window=1``: the anomalies share the noise of the
@@ -56,6 +68,7 @@ from atmos.io.write import write_netcdf
 
 __all__ = [
     "DAYS",
+    "WINDOW_WEIGHTS",
     "as_init_times",
     "climatology_at",
     "compute_climatology",
@@ -103,21 +116,40 @@ def _hour_axis(hour_step: int | None) -> np.ndarray | None:
     return np.arange(0, 24, int(hour_step))
 
 
-def _circular_window_sum(a: np.ndarray, window: int, axis: int) -> np.ndarray:
-    """Sum over a centred window of ``window`` entries along a circular ``axis`` (running sum)."""
-    if window == 1:
-        return a
-    half = window // 2
+def _circular_window_sum(a: np.ndarray, width: int, axis: int, lo: int) -> np.ndarray:
+    """``out[d] = sum_{j=lo}^{lo+width-1} a[(d + j) % n]`` along a circular ``axis`` (running sum, float64)."""
     x = np.moveaxis(a, axis, 0)
     n = x.shape[0]
     out = np.empty(x.shape, dtype=np.float64)
-    run = np.sum(x[np.arange(-half, half + 1) % n], axis=0, dtype=np.float64)
+    run = np.sum(x[np.arange(lo, lo + width) % n], axis=0, dtype=np.float64)
     out[0] = run
     for d in range(1, n):
-        run += x[(d + half) % n]
-        run -= x[(d - 1 - half) % n]
+        run += x[(d + lo + width - 1) % n]
+        run -= x[(d + lo - 1) % n]
         out[d] = run
     return np.moveaxis(out, 0, axis)
+
+
+#: Values of ``compute_climatology(window_weights=...)``.
+WINDOW_WEIGHTS = ("triangular", "flat")
+
+
+def _circular_smooth(a: np.ndarray, window: int, weights: str, axis: int) -> np.ndarray:
+    """Weighted circular sum over a centred window of ``window`` days along ``axis``.
+
+    ``flat``: weight 1 at offsets ``|k| <= window // 2``. ``triangular`` (WeatherBench2's
+    ``create_window_weights``): weight ``1 - |k| / h`` with ``h = window // 2``, i.e. 1 at the
+    centre decaying linearly to 0 at ``|k| = h``; computed exactly (up to the common factor
+    ``h``) as two running sums of width ``h`` whose convolution is that triangle.
+    """
+    half = window // 2
+    if weights == "flat":
+        return a.astype(np.float64, copy=False) if half == 0 else _circular_window_sum(a, window, axis, -half)
+    if half <= 1:  # weights [1] or [0, 1, 0]: no smoothing
+        return a.astype(np.float64, copy=False)
+    first = -(half // 2)
+    once = _circular_window_sum(a, half, axis, first)
+    return _circular_window_sum(once, half, axis, 1 - half - first)
 
 
 def compute_climatology(
@@ -127,6 +159,7 @@ def compute_climatology(
     variables: Sequence[str] | None = None,
     block_size: int = 512,
     allow_gaps: bool = False,
+    window_weights: str = "triangular",
 ) -> xr.Dataset:
     """Day-of-year x hour climatology, smoothed with a circular moving window over day of year.
 
@@ -148,13 +181,17 @@ def compute_climatology(
     allow_gaps : bool
         Leave NaN at days of year without any sample in their window (data covering
         part of the year) instead of raising.
+    window_weights : {"triangular", "flat"}
+        ``triangular`` (default, WeatherBench2): weights decaying linearly from 1 at the
+        centre to 0 at ``+-window // 2`` days. ``flat``: every day of the window weighs
+        the same (a plain moving average; atmos's earlier default).
 
     Returns
     -------
     Dataset
         Dims ``(hour, dayofyear, [level], latitude, longitude)`` (or ``(..., cell)``),
-        ``dayofyear = 1..366``, the dtype of the input; attrs record the window, the
-        hours and the period used.
+        ``dayofyear = 1..366``, the dtype of the input; attrs record the window, its
+        weights, the day-of-year circle, the hours and the period used.
 
     Raises
     ------
@@ -162,7 +199,7 @@ def compute_climatology(
         No time dimension, no time step at the requested hours, or days of year left
         without any sample inside their window (widen ``window``).
     ConfigError
-        Bad ``window`` or ``hour_step``.
+        Bad ``window``, ``window_weights`` or ``hour_step``.
     """
     if not isinstance(ds, xr.Dataset):
         raise DataError(f"compute_climatology expects an xarray Dataset, got {type(ds).__name__}.")
@@ -173,6 +210,11 @@ def compute_climatology(
         )
     if not isinstance(window, (int, np.integer)) or window < 1 or window % 2 == 0 or window >= DAYS:
         raise ConfigError(f"window={window!r}: expected an odd number of days between 1 and 365 (61 as in WeatherBench2).")
+    if window_weights not in WINDOW_WEIGHTS:
+        raise ConfigError(
+            f"window_weights={window_weights!r}: expected one of {list(WINDOW_WEIGHTS)} ('triangular' is "
+            "WeatherBench2's linearly decaying window, 'flat' a plain moving average)."
+        )
     hours = _hour_axis(hour_step)
     names = list(variables) if variables is not None else _time_varying(ds)
     missing = [v for v in names if v not in ds.data_vars]
@@ -186,6 +228,7 @@ def compute_climatology(
 
     time_vals = ds["time"]
     doy = time_vals.dt.dayofyear.values.astype(np.int64)
+    year = time_vals.dt.year.values.astype(np.int64)
     hod = time_vals.dt.hour.values.astype(np.int64)
     on_hour = (time_vals.dt.minute.values == 0) & (time_vals.dt.second.values == 0)
     if hours is None:
@@ -208,20 +251,28 @@ def compute_climatology(
         raise DataError(f"no time step falls on the hours {hours.tolist() if hours is not None else 'any'}.")
     key = hidx * DAYS + (doy - 1)
     sel = np.nonzero(use)[0]
-    counts = np.bincount(key[sel], minlength=nh * DAYS).astype(np.float64).reshape(nh, DAYS)
-    n_smooth = _circular_window_sum(counts, int(window), axis=1)
+    # The day-of-year circle, as WeatherBench2 stacks the years: 366 days when some year
+    # has a day 366, and then a year without one (a common year) counts its day 365 again
+    # as its day 366; 365 days when no year has a day 366 (day 366 then copies day 365).
+    ndays = DAYS if bool(np.any(doy[sel] == DAYS)) else DAYS - 1
+    src, dst = sel, key[sel]
+    if ndays == DAYS:
+        has366 = {(y, h) for y, h in zip(year[sel][doy[sel] == DAYS], hidx[sel][doy[sel] == DAYS])}
+        at365 = sel[doy[sel] == DAYS - 1]
+        dup = np.array([i for i in at365 if (year[i], hidx[i]) not in has366], dtype=np.int64)
+        if dup.size:
+            src = np.concatenate([sel, dup])
+            dst = np.concatenate([key[sel], hidx[dup] * DAYS + (DAYS - 1)])
+    counts = np.bincount(dst, minlength=nh * DAYS).astype(np.float64).reshape(nh, DAYS)[:, :ndays]
+    n_smooth = _circular_smooth(counts, int(window), window_weights, axis=1)
     empty = n_smooth == 0
-    fill366 = False
-    if empty.any():
+    if empty.any() and not allow_gaps:
         days = np.unique(np.nonzero(empty)[1] + 1)
-        if days.tolist() == [DAYS] and not empty[:, : DAYS - 1].any():
-            fill366 = True  # one non-leap year without smoothing: day 366 copies day 365 below
-        elif not allow_gaps:
-            raise DataError(
-                f"days of year {days[:10].tolist()}{' ...' if days.size > 10 else ''} have no sample within "
-                f"their {window}-day window; the data cover too little of the year ({sel.size} steps): "
-                "widen window (--window), use a longer period or pass allow_gaps=True."
-            )
+        raise DataError(
+            f"days of year {days[:10].tolist()}{' ...' if days.size > 10 else ''} have no sample within "
+            f"their {window}-day window; the data cover too little of the year ({sel.size} steps): "
+            "widen window (--window), use a longer period or pass allow_gaps=True."
+        )
 
     out: dict[Hashable, xr.DataArray] = {}
     for name in names:
@@ -232,21 +283,23 @@ def compute_climatology(
         rest = da.dims[1:]
         shape = tuple(da.sizes[d] for d in rest)
         sums = np.zeros((nh * DAYS, *shape), dtype=np.float64)
-        for start in range(0, sel.size, int(block_size)):
-            idx = sel[start : start + int(block_size)]
+        for start in range(0, src.size, int(block_size)):
+            idx = src[start : start + int(block_size)]
             block = np.asarray(da.isel(time=idx).values, dtype=np.float64)
-            k = key[idx]
+            k = dst[start : start + int(block_size)]
             if np.unique(k).size == k.size:  # the usual case: consecutive steps of one year
                 sums[k] += block
             else:
                 order = np.argsort(k, kind="stable")
                 uniq, first = np.unique(k[order], return_index=True)
                 sums[uniq] += np.add.reduceat(block[order], first, axis=0)
-        sums = sums.reshape(nh, DAYS, *shape)
-        s_smooth = _circular_window_sum(sums, int(window), axis=1)
+        sums = sums.reshape(nh, DAYS, *shape)[:, :ndays]
+        s_smooth = _circular_smooth(sums, int(window), window_weights, axis=1)
+        clim = np.empty((nh, DAYS, *shape), dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            clim = s_smooth / n_smooth.reshape(nh, DAYS, *([1] * len(shape)))
-        if fill366:
+            clim[:, :ndays] = s_smooth / n_smooth.reshape(nh, ndays, *([1] * len(shape)))
+        clim[:, :ndays][empty] = np.nan
+        if ndays < DAYS:
             clim[:, DAYS - 1] = clim[:, DAYS - 2]
         dtype = da.dtype if np.issubdtype(da.dtype, np.floating) else np.float64
         coords = {d: da[d].values for d in rest if d in da.coords}
@@ -265,10 +318,15 @@ def compute_climatology(
     clim_ds.attrs = {
         "title": "atmos day-of-year x hour climatology",
         "window_days": int(window),
+        "window_weights": window_weights,
+        "dayofyear_circle": int(ndays),
         "hour_step": "none (daily)" if hours is None else int(hour_step),
         "period": f"{used.min()} .. {used.max()}",
         "n_samples": int(sel.size),
-        "method": "mean over all samples within +-window//2 days of year (circular), per hour of day",
+        "method": (
+            f"{window_weights}-weighted mean over all samples within +-window//2 days of year on a "
+            f"{ndays}-day circle, per hour of day (WeatherBench2 compute_hourly_stat convention)"
+        ),
     }
     if "atmos_source" in ds.attrs:
         clim_ds.attrs["source"] = str(ds.attrs["atmos_source"])

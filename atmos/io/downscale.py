@@ -28,7 +28,8 @@ __all__ = ["channel_array", "coarsen_conservative", "interpolate_baseline"]
 _PAD = 8  # cells of spherical padding around the coarse field before the spline fit
 
 
-def _latlon_grid(ds: xr.Dataset | xr.DataArray, what: str) -> LatLonGrid:
+def latlon_grid_of(ds: xr.Dataset | xr.DataArray, what: str) -> LatLonGrid:
+    """The lat-lon grid of ``ds``; a DataError naming ``what`` needs it (and how to regrid) otherwise."""
     grid = grid_of(ds)
     if not isinstance(grid, LatLonGrid):
         raise DataError(
@@ -66,7 +67,7 @@ def coarsen_conservative(ds: xr.Dataset | xr.DataArray, factor: int) -> xr.Datas
     """
     from atmos.io.regrid import regrid
 
-    grid = _latlon_grid(ds, "coarsen_conservative")
+    grid = latlon_grid_of(ds, "coarsen_conservative")
     if isinstance(factor, bool) or not isinstance(factor, int | np.integer):
         raise GridError(f"factor must be an integer >= 1, got {factor!r}.")
     target = coarse_grid(grid, int(factor))
@@ -82,7 +83,7 @@ def _fine_grid_of(fine: Any) -> LatLonGrid:
     if isinstance(fine, tuple) and len(fine) == 2:
         return LatLonGrid.equiangular(int(fine[0]), int(fine[1]))
     if isinstance(fine, xr.Dataset | xr.DataArray):
-        return _latlon_grid(fine, "interpolate_baseline")
+        return latlon_grid_of(fine, "interpolate_baseline")
     raise GridError(
         f"fine_grid must be a LatLonGrid, an (nlat, nlon) tuple or a lat-lon Dataset, got {type(fine).__name__}."
     )
@@ -183,7 +184,7 @@ def interpolate_baseline(
     orders = {"bilinear": 1, "bicubic": 3}
     if method not in orders:
         raise DataError(f"interpolate_baseline: method must be 'bilinear' or 'bicubic', got {method!r}.")
-    src = _latlon_grid(coarse_ds, "interpolate_baseline")
+    src = latlon_grid_of(coarse_ds, "interpolate_baseline")
     dst = _fine_grid_of(fine_grid)
     dims = ("latitude", "longitude")
     coords = {

@@ -77,7 +77,7 @@ from atmos.channels import Channel, channel_name, level_label
 from atmos.errors import ConfigError, DataError
 from atmos.grids import HealpixGrid
 from atmos.io.coords import grid_of, spatial_dims
-from atmos.io.forcings import DERIVED_FORCINGS, derived_forcing
+from atmos.io.forcings import _NS_PER_DAY, DERIVED_FORCINGS, derived_forcing
 
 __all__ = ["Channel", "WindowDataset", "WindowSchema"]
 
@@ -331,6 +331,7 @@ class WindowDataset(torch.utils.data.Dataset):
         cache_bytes: int = 256 * 2**20,
         block_size: int | None = None,
         healpix_layout: Literal["faces", "cells"] = "faces",
+        reader: Literal["auto", "zarr", "dask"] = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(ds, xr.Dataset):
@@ -342,6 +343,8 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ConfigError(f"cache must be 'blocks' or 'memory', got {cache!r}.")
         if healpix_layout not in ("faces", "cells"):
             raise ConfigError(f"healpix_layout must be 'faces' or 'cells', got {healpix_layout!r}.")
+        if reader not in ("auto", "zarr", "dask"):
+            raise ConfigError(f"reader must be 'auto', 'zarr' or 'dask', got {reader!r}.")
         self.history = int(history)
         self.lead_steps = int(lead_steps)
         self.cache_mode = cache
@@ -495,6 +498,24 @@ class WindowDataset(torch.utils.data.Dataset):
                 da_ = da_.transpose("time", *self._sdims)
             self._plan.append((var, da_, np.asarray([c for _, c in items], np.int64)))
 
+        # --- direct zarr reads (bit-identical to the dask path; see atmos.io.chunkread) ---
+        self._zarr: list[tuple[Any, np.ndarray]] | None = None
+        if reader != "dask":
+            self._zarr = self._probe_zarr()
+            if self._zarr is None and reader == "zarr":
+                raise DataError(
+                    "reader='zarr' needs every dataset channel to be a plain read of one zarr array "
+                    f"(variables {[v for v, _, _ in self._plan]}); arithmetic, CF scale/offset decoding, "
+                    "several files or in-memory data are read through dask. Use reader='auto'."
+                )
+        self.reader = "zarr" if self._zarr is not None else "dask"
+        self._dyn_src: list[tuple[int, int]] = [(0, 0)] * len(self._dyn)  # channel -> (variable, level index)
+        for vi, (_, chans) in enumerate(self._zarr or []):
+            for li, c in enumerate(chans.tolist()):
+                self._dyn_src[c] = (vi, li)
+        self._tod_cache: dict[tuple[str, int], np.ndarray] = {}
+        self._seg_cache: dict[bytes, list[tuple[int, int, int, int]]] = {}
+
         # --- statics (small, loaded now) ---
         self._statics = self._load_statics(ds, static_chans, stats)
 
@@ -513,6 +534,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self._block_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
+        self._cache_nbytes: dict[int, int] = {}
         self._lock = threading.Lock()  # the cache may be shared by threads (e.g. a prefetching loader)
         self._data: np.ndarray | None = None
         if cache == "memory":
@@ -660,16 +682,47 @@ class WindowDataset(torch.utils.data.Dataset):
             out += cuts + [int(b)]
         return np.asarray(out, np.int64)
 
+    def _probe_zarr(self) -> list[tuple[Any, np.ndarray]] | None:
+        """The zarr read plan of every variable, or None if one of them is not zarr-backed."""
+        try:
+            from atmos.io.chunkread import probe_zarr
+        except ImportError:  # pragma: no cover - zarr missing
+            return None
+        out = []
+        for _, x, chans in self._plan:
+            z = probe_zarr(x, self.grid.shape, self._face_index)
+            if z is None:
+                return None
+            out.append((z, chans))
+        return out
+
     # -- reading ------------------------------------------------------------------------------
     def _read_all(self, n_t: int) -> np.ndarray:
         """Every time step, read block by block into one array ``[T, C, *grid]``."""
         data = np.empty((n_t, len(self._dyn), *self.grid_shape), np.float32)
-        for a, b in itertools.pairwise(self._bounds.tolist()):
-            data[a:b] = self._read(a, b)
+        runs = list(itertools.pairwise(self._bounds.tolist()))
+        for k in range(0, len(runs), 16):  # a few blocks at a time, read concurrently
+            group = runs[k : k + 16]
+            for (a, b), blk in zip(group, self._read_many(group)):
+                data[a:b] = blk
         return data
+
+    def _read_many(self, runs: list[tuple[int, int]]) -> list[np.ndarray]:
+        """:meth:`_read` of every ``(a, b)`` in ``runs``; concurrently when reading zarr directly."""
+        if self._zarr is None or len(runs) <= 1:
+            return [self._read(a, b) for a, b in runs]
+        from atmos.io.chunkread import read_blocks
+
+        norm = (self._mean, self._std) if self.normalized else (None, None)
+        return read_blocks(self._zarr, runs, len(self._dyn), self.grid_shape, *norm)
 
     def _read(self, a: int, b: int) -> np.ndarray:
         """Time steps ``[a, b)`` of every dataset channel: ``[b - a, C, *grid]`` float32, normalized."""
+        if self._zarr is not None:
+            from atmos.io.chunkread import read_blocks
+
+            norm = (self._mean, self._std) if self.normalized else (None, None)
+            return read_blocks(self._zarr, [(a, b)], len(self._dyn), self.grid_shape, *norm)[0]
         npts = int(np.prod(self.grid.shape))
         out = np.empty((b - a, len(self._dyn), *self.grid.shape), np.float32)
         lazy, eager = [], []
@@ -694,39 +747,73 @@ class WindowDataset(torch.utils.data.Dataset):
             out /= self._std.reshape(shape)
         return self._layout_grid(out.reshape(b - a, len(self._dyn), npts))
 
-    def _blocks(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""
-        with self._lock:
-            return self._blocks_locked(ids)
+    @property
+    def _raw_blocks(self) -> bool:
+        """Whether cached blocks hold the stored zarr values (normalized per window) rather than tensors."""
+        return self._zarr is not None and self._data is None
 
-    def _blocks_locked(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        have = {}
-        missing = []
-        for b in ids.tolist():
-            if b in self._cache:
+    def _blocks(self, ids: np.ndarray) -> dict[int, Any]:
+        """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""
+        return self._finish(self._start(ids))
+
+    def _start(self, ids: np.ndarray) -> tuple[np.ndarray, list[list[int]], Any]:
+        """Start reading the missing blocks of ``ids``: ``(ids, runs, pending read)``.
+
+        For zarr-backed data the read runs in the background (see
+        :func:`atmos.io.chunkread.submit_raw`) until :meth:`_finish`; otherwise it is
+        done in :meth:`_finish`.
+        """
+        with self._lock:
+            missing = [b for b in ids.tolist() if b not in self._cache]
+        runs: list[list[int]] = []
+        for b in missing:
+            if runs and b == runs[-1][-1] + 1:
+                runs[-1].append(b)  # one read (one zarr request per variable) for consecutive blocks
+            else:
+                runs.append([b])
+        spans = [(int(self._bounds[r[0]]), int(self._bounds[r[-1] + 1])) for r in runs]
+        pending = None
+        if spans and self._raw_blocks:
+            from atmos.io.chunkread import submit_raw
+
+            pending = submit_raw(self._zarr, spans)
+        return ids, runs, pending
+
+    def _finish(self, started: tuple[np.ndarray, list[list[int]], Any]) -> dict[int, Any]:
+        ids, runs, pending = started
+        spans = [(int(self._bounds[r[0]]), int(self._bounds[r[-1] + 1])) for r in runs]
+        if pending is not None:
+            raws = pending.result()
+            with self._lock:
+                for run, (a0, b0), raw in zip(runs, spans, raws):
+                    nbytes = sum(x.nbytes for _, x in raw)
+                    for r in run:  # blocks of a run share the arrays read for it
+                        n = int(self._bounds[r + 1] - self._bounds[r])
+                        self._insert(r, raw, nbytes * n // (b0 - a0))
+        elif spans:
+            datas = self._read_many(spans)
+            with self._lock:
+                for run, (a0, _), data in zip(runs, spans, datas):
+                    for r in run:
+                        blk = data[self._bounds[r] - a0 : self._bounds[r + 1] - a0]
+                        blk = blk.copy() if len(run) > 1 else blk  # own memory: evicting frees it
+                        self._insert(r, blk, blk.nbytes)
+        with self._lock:
+            have = {}
+            for b in ids.tolist():
+                if b not in self._cache:  # evicted by another thread meanwhile: read it again
+                    return self._finish(self._start(ids))
                 self._cache.move_to_end(b)
                 have[b] = self._cache[b]
-            else:
-                missing.append(b)
-        run: list[int] = []
-        for b in missing + [None]:
-            if run and (b is None or b != run[-1] + 1):
-                a0, b0 = int(self._bounds[run[0]]), int(self._bounds[run[-1] + 1])
-                data = self._read(a0, b0)
-                for r in run:
-                    blk = data[self._bounds[r] - a0 : self._bounds[r + 1] - a0]
-                    blk = blk.copy() if len(run) > 1 else blk  # own memory: evicting frees it
-                    have[r] = blk
-                    self._insert(r, blk)
-                run = []
-            if b is not None:
-                run.append(b)
-        self._evict(keep=set(ids.tolist()))
+            self._evict(keep=set(ids.tolist()))
         return have
 
-    def _insert(self, b: int, blk: np.ndarray) -> None:
+    def _insert(self, b: int, blk: Any, nbytes: int) -> None:
+        if b in self._cache:
+            self._cached_bytes -= self._cache_nbytes.pop(b)
         self._cache[b] = blk
-        self._cached_bytes += blk.nbytes
+        self._cache_nbytes[b] = int(nbytes)
+        self._cached_bytes += int(nbytes)
 
     def _evict(self, keep: set[int]) -> None:
         while self._cached_bytes > self.cache_bytes and len(self._cache) > len(keep):
@@ -734,26 +821,14 @@ class WindowDataset(torch.utils.data.Dataset):
             if b in keep:
                 self._cache.move_to_end(b)
                 continue
-            self._cached_bytes -= self._cache.pop(b).nbytes
-
-    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An array holding the time positions ``rows`` and the row index of each in it."""
-        if self._data is not None:
-            return self._data, rows
-        blocks = self._block_of[rows]
-        ids = np.unique(blocks)
-        got = self._blocks(ids)
-        if ids.size == 1:
-            b = int(ids[0])
-            return got[b], rows - self._bounds[b]
-        arr = np.concatenate([got[int(b)][rows[blocks == b] - self._bounds[b]] for b in ids])
-        return arr, np.arange(rows.size)
+            self._cache.pop(b)
+            self._cached_bytes -= self._cache_nbytes.pop(b)
 
     # -- Dataset protocol --------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self._pos.shape[0])
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _index(self, i: Any) -> int:
         n = len(self)
         try:
             i = int(i)
@@ -763,18 +838,70 @@ class WindowDataset(torch.utils.data.Dataset):
             i += n
         if not 0 <= i < n:
             raise IndexError(f"window index {i} out of range for {n} windows")
-        rows = self._pos[i]
+        return i
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self._sample(self._pos[self._index(i)])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Several windows at once (used by ``DataLoader`` for a batch).
+
+        Windows are taken in groups whose blocks fit in ``cache_bytes`` (one window per
+        group for zarr-backed data); the reads of the next group are issued before the
+        current group is assembled, so reading and decoding overlap assembly. The
+        samples equal ``[self[i] for i in indices]``.
+        """
+        idx = [self._index(i) for i in indices]
+        if self._data is not None:
+            return [self._sample(self._pos[i]) for i in idx]
+        step_bytes = len(self._dyn) * int(np.prod(self.grid_shape)) * 4
+        sizes = np.diff(self._bounds) * step_bytes
+        groups: list[tuple[list[int], np.ndarray]] = []
+        group: list[int] = []
+        blocks: set[int] = set()
+        for i in idx + [None]:
+            new = set() if i is None else set(self._block_of[self._pos[i]].tolist())
+            merged = blocks | new
+            full = self._raw_blocks or sum(int(sizes[b]) for b in merged) > self.cache_bytes
+            if group and (i is None or full):
+                groups.append((group, np.asarray(sorted(blocks), np.int64)))
+                group, merged = [], new
+            if i is not None:
+                group.append(i)
+            blocks = merged
+        out: list[dict[str, torch.Tensor]] = []
+        started = self._start(groups[0][1]) if groups else None
+        for k, (group, _) in enumerate(groups):
+            got = self._finish(started)
+            if k + 1 < len(groups):
+                started = self._start(groups[k + 1][1])  # prefetch the next windows
+            out += [self._sample(self._pos[j], got) for j in group]
+        return out
+
+    def _sample(self, rows: np.ndarray, got: dict[int, Any] | None = None) -> dict[str, torch.Tensor]:
+        """The window over time positions ``rows`` (``[history + lead_steps]``)."""
         h = self.history
-        arr, rel = self._rows(rows)
-        inputs = arr[rel[:h, None], self._ch_in[None, :]]
-        targets = arr[rel[h:, None], self._ch_out[None, :]]
+        if self._data is not None:
+            steps: list[Any] = [self._data[r] for r in rows.tolist()]
+        else:
+            blocks = self._block_of[rows]
+            if got is None:
+                got = self._blocks(np.unique(blocks))
+            if self._raw_blocks:
+                steps = [(r, got[b]) for b, r in zip(blocks.tolist(), rows.tolist())]
+            else:
+                steps = [got[b][r - self._bounds[b]] for b, r in zip(blocks.tolist(), rows.tolist())]
+        gather = self._gather_raw if self._data is None and self._raw_blocks else self._gather
+        inputs = gather(steps[:h], self._ch_in)
+        targets = gather(steps[h:], self._ch_out)
         forc = np.empty((rows.size, self._n_forcings, *self.grid_shape), np.float32)
         if self._ch_f.size:
-            forc[:, self._f_ds_pos] = arr[rel[:, None], self._ch_f[None, :]]
+            if self._f_ds_pos.size == self._n_forcings:
+                forc = gather(steps, self._ch_f)
+            else:
+                forc[:, self._f_ds_pos] = gather(steps, self._ch_f)
         if self._derived:
-            t = self._times_ns[rows]
-            for k, name in self._derived:
-                forc[:, k] = derived_forcing(name, t, self._lon)
+            self._derived_into(forc, rows)
         return {
             "inputs": torch.from_numpy(inputs),
             "targets": torch.from_numpy(targets),
@@ -783,10 +910,124 @@ class WindowDataset(torch.utils.data.Dataset):
             "time": torch.tensor(int(self._times_ns[rows[h - 1]]), dtype=torch.int64),
         }
 
+    def _segments(self, chans: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """``chans`` cut into ``(k0, variable, level0, n)``: output channels ``k0 .. k0+n`` are
+        levels ``level0 .. level0+n`` of one variable whose maps form one strided view."""
+        key = chans.tobytes()
+        segs = self._seg_cache.get(key)
+        if segs is not None:
+            return segs
+        segs = []
+        for k, c in enumerate(chans.tolist()):
+            vi, li = self._dyn_src[c]
+            if segs:
+                k0, v0, l0, n = segs[-1]
+                maps = self._zarr[vi][0].maps
+                if (
+                    v0 == vi and li == l0 + n and maps[li][0] == "strided" and maps[l0][0] == "strided"
+                    and maps[li][2] == maps[l0][2]
+                    and (n == 1 or maps[li][1] - maps[li - 1][1] == maps[l0 + 1][1] - maps[l0][1])
+                ):
+                    segs[-1] = (k0, v0, l0, n + 1)
+                    continue
+            segs.append((k, vi, li, 1))
+        self._seg_cache[key] = segs
+        return segs
+
+    def _gather_raw(self, steps: list[tuple[int, list[tuple[int, np.ndarray]]]], chans: np.ndarray) -> np.ndarray:
+        """Like :meth:`_gather` from stored zarr blocks: ``steps`` are ``(row, [(r0, raw)] per variable)``.
+
+        Each (variable, run of levels, run of steps read together) is one strided numpy
+        operation ``(x - mean) / std`` in float32, exactly as in the dask path.
+        """
+        from atmos.io.chunkread import copy_channel
+
+        out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
+        for k0, vi, l0, n in self._segments(chans):
+            var = self._zarr[vi][0]
+            cs = chans[k0 : k0 + n]
+            mean = self._mean[cs].reshape(1, n, *([1] * len(self.grid_shape))) if self.normalized else None
+            std = self._std[cs].reshape(mean.shape) if self.normalized else None
+            s = 0
+            while s < len(steps):
+                r0, raw = steps[s][1][vi]
+                rows = [int(var.tmap[steps[s][0]]) - r0]
+                while s + len(rows) < len(steps) and steps[s + len(rows)][1][vi][1] is raw:
+                    nxt = int(var.tmap[steps[s + len(rows)][0]]) - r0
+                    if len(rows) > 1 and nxt - rows[-1] != rows[1] - rows[0]:
+                        break
+                    rows.append(nxt)
+                ns = len(rows)
+                dst = out[s : s + ns, k0 : k0 + n]
+                kind, *spec = var.maps[l0]
+                if kind == "strided":
+                    off, strides = spec
+                    dl = var.maps[l0 + 1][1] - off if n > 1 else 0
+                    dr = rows[1] - rows[0] if ns > 1 else 0
+                    it = raw.itemsize
+                    src = np.lib.stride_tricks.as_strided(
+                        raw[rows[0], off:],
+                        shape=dst.shape,
+                        strides=(dr * raw.strides[0], dl * it, *(st * it for st in strides)),
+                        writeable=False,
+                    )
+                    if mean is None:
+                        dst[...] = src
+                    elif raw.dtype == np.float32:
+                        np.subtract(src, mean, out=dst)
+                        dst /= std
+                    else:
+                        dst[...] = src
+                        dst -= mean
+                        dst /= std
+                else:
+                    for j, rr in enumerate(rows):
+                        m_, s_ = (self._mean[cs[0]], self._std[cs[0]]) if self.normalized else (None, None)
+                        copy_channel(var, l0, raw[rr], dst[j, 0], m_, s_)
+                s += ns
+        return out
+
+    def _gather(self, steps: list[np.ndarray], chans: np.ndarray) -> np.ndarray:
+        """Channels ``chans`` of every step (``[C, *grid]`` each) as ``[len(steps), len(chans), *grid]``."""
+        out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
+        c0 = int(chans[0]) if chans.size else 0
+        contiguous = np.array_equal(chans, np.arange(c0, c0 + chans.size))
+        for s, x in enumerate(steps):
+            if contiguous:
+                out[s] = x[c0 : c0 + chans.size]
+            else:
+                np.take(x, chans, axis=0, out=out[s])
+        return out
+
+    def _derived_into(self, forc: np.ndarray, rows: np.ndarray) -> None:
+        """Fill the derived forcings of ``forc`` (``[n, C_f, *grid]``) for time positions ``rows``.
+
+        Time-of-day fields depend only on the time of day: each is computed once per
+        process and kept (a few fields for regular data); day-of-year fields are spatially
+        uniform: one value per time, broadcast. Values equal :func:`derived_forcing` exactly.
+        """
+        t = self._times_ns[rows]
+        tail = (1,) * len(self.grid_shape)
+        for k, name in self._derived:
+            if name.endswith("time_of_day"):
+                for s, tt in enumerate(t.tolist()):
+                    key = (name, tt % _NS_PER_DAY)
+                    f = self._tod_cache.get(key)
+                    if f is None:
+                        if len(self._tod_cache) >= 1024:
+                            self._tod_cache.clear()
+                        f = derived_forcing(name, np.asarray([tt], np.int64), self._lon)[0]
+                        self._tod_cache[key] = f
+                    forc[s, k] = f
+            else:
+                forc[:, k] = derived_forcing(name, t, np.zeros(())).reshape(-1, *tail)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()  # blocks are re-read on demand in the new process
         state["_cached_bytes"] = 0
+        state["_cache_nbytes"] = {}
+        state["_tod_cache"] = {}
         del state["_lock"]
         return state
 

@@ -27,7 +27,27 @@ from atmos.metrics.deterministic import (
     spatial_average,
 )
 from atmos.metrics.forecast import IncompleteForecastWarning, align_truth, as_forecast, open_forecast
-from atmos.metrics.probabilistic import CRPS, EnsembleMeanRMSE, EnsembleSpread, SpreadSkill
+from atmos.metrics.bootstrap import (
+    block_bootstrap_indices,
+    bootstrap_difference,
+    bootstrap_score,
+    default_block_length,
+)
+from atmos.metrics.deterministic import ENSEMBLE_DIMS, resolve_ensemble_dim
+from atmos.metrics.probabilistic import (
+    CRPS,
+    CRPSS,
+    EnergyScore,
+    EnsembleMeanRMSE,
+    EnsembleSpread,
+    RankHistogram,
+    RankReliability,
+    SpreadSkill,
+    UnbiasedEnsembleMeanRMSE,
+    UnbiasedSpreadSkill,
+    rank_histogram_counts,
+    rank_histogram_flatness,
+)
 from atmos.metrics.spectral import ZonalSpectrum, zonal_power_spectrum
 from atmos.metrics.variables import (
     HEADLINE_VARIABLES,
@@ -53,6 +73,20 @@ __all__ = [
     "spectrum_ratio",
     "ACC",
     "CRPS",
+    "CRPSS",
+    "ENSEMBLE_DIMS",
+    "EnergyScore",
+    "RankHistogram",
+    "RankReliability",
+    "UnbiasedEnsembleMeanRMSE",
+    "UnbiasedSpreadSkill",
+    "block_bootstrap_indices",
+    "bootstrap_difference",
+    "bootstrap_score",
+    "default_block_length",
+    "rank_histogram_counts",
+    "rank_histogram_flatness",
+    "resolve_ensemble_dim",
     "HEADLINE_VARIABLES",
     "IncompleteForecastWarning",
     "MAE",

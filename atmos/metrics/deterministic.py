@@ -13,8 +13,9 @@ Conventions (WeatherBench2, Rasp et al. 2024, JAMES 16, e2023MS004019):
   :meth:`Metric.compute` averages it over ``time`` and applies :meth:`Metric.finalize`
   (e.g. the square root of RMSE: RMSE is the square root of the time-mean MSE, not the
   mean of per-time RMSEs).
-* A ``member`` dimension in the forecast is reduced to the ensemble mean by the
-  deterministic metrics (their score is that of the ensemble-mean forecast).
+* A ``member`` dimension in the forecast (or WeatherBench2's ``realization``) is reduced to
+  the ensemble mean by the deterministic metrics (their score is that of the ensemble-mean
+  forecast).
 
 Notation below: ``f`` forecast, ``y`` truth, ``<.>`` area-weighted spatial mean over
 the region, ``E_t`` mean over init times, ``c`` the climatology at the valid time.
@@ -39,10 +40,12 @@ __all__ = [
     "REGIONS",
     "RMSE",
     "Bias",
+    "ENSEMBLE_DIMS",
     "LatitudeBand",
     "Metric",
     "Region",
     "get_region",
+    "resolve_ensemble_dim",
     "spatial_average",
     "valid_time_of",
 ]
@@ -151,7 +154,34 @@ def valid_time_of(ds: XrObj) -> xr.DataArray:
     return ds["time"]
 
 
+#: Names of the ensemble dimension accepted on input: atmos writes ``member``, WeatherBench2's
+#: default is ``realization``. A metric's ``ensemble_dim`` falls back to the other one.
+ENSEMBLE_DIMS: tuple[str, ...] = ("member", "realization")
+
+
+def resolve_ensemble_dim(forecast: XrObj, dim: str = "member") -> str:
+    """The ensemble dimension of ``forecast``: ``dim`` if present, else ``member`` or ``realization``.
+
+    Returns ``dim`` when the forecast has none of them (a deterministic forecast).
+
+    Raises
+    ------
+    DataError
+        The forecast has both ``member`` and ``realization`` dimensions.
+    """
+    found = [d for d in ENSEMBLE_DIMS if d in forecast.dims]
+    if len(found) > 1:
+        raise DataError(
+            f"the forecast has both ensemble dimensions {found} (dims {sorted(map(str, forecast.dims))}); "
+            "keep one, e.g. ds.rename(realization='member') after merging them."
+        )
+    if dim in forecast.dims:
+        return dim
+    return found[0] if found else dim
+
+
 def _ensemble_mean(forecast: XrObj, dim: str) -> XrObj:
+    dim = resolve_ensemble_dim(forecast, dim)
     return forecast.mean(dim, skipna=False) if dim in forecast.dims else forecast
 
 

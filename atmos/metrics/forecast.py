@@ -54,11 +54,22 @@ class IncompleteForecastWarning(UserWarning):
 
 
 def as_forecast(ds: xr.Dataset, what: str = "forecast") -> xr.Dataset:
-    """Check (and lightly normalise) a Dataset in the WeatherBench2 forecast layout."""
+    """Check (and lightly normalise) a Dataset in the WeatherBench2 forecast layout.
+
+    Aliases are renamed to the atmos names: ``init_time`` -> ``time``, ``lead_time`` /
+    ``step`` -> ``prediction_timedelta``, ``lat`` / ``lon`` -> ``latitude`` /
+    ``longitude``, and WeatherBench2's ensemble dimension ``realization`` -> ``member``
+    (the name atmos writes). A forecast with both ``member`` and ``realization`` is refused.
+    """
     if not isinstance(ds, xr.Dataset):
         raise DataError(f"{what} must be an xarray Dataset in the forecast layout, got {type(ds).__name__}.")
+    if "member" in ds.dims and "realization" in ds.dims:
+        raise DataError(
+            f"{what} has both ensemble dimensions 'member' and 'realization' (dims {sorted(map(str, ds.dims))}); "
+            "keep one (atmos writes 'member'; WeatherBench2 reads 'realization')."
+        )
     ren = {a: b for a, b in (("init_time", "time"), ("lead_time", "prediction_timedelta"), ("step", "prediction_timedelta"),
-                              ("lat", "latitude"), ("lon", "longitude"))
+                              ("lat", "latitude"), ("lon", "longitude"), ("realization", "member"))
            if a in ds.dims and b not in ds.dims}
     if ren:
         ds = ds.rename(ren)

@@ -4,7 +4,10 @@
   variable, one line per model (baselines dashed);
 * :func:`plot_maps` - forecast, truth and error maps of one variable at chosen leads;
 * :func:`plot_spectra` - zonal power spectra of the models and the truth;
-* :func:`write_score_plots` - every metric x region of a scorecard as PNGs.
+* :func:`write_score_plots` - every metric x region of a scorecard as PNGs;
+* :func:`plot_rank_histograms` - Talagrand rank histograms per variable and lead;
+* :func:`plot_spread_skill` - ensemble spread and ensemble-mean RMSE (and their ratio) by lead;
+* :func:`plot_comparison` - a paired score difference A - B with its bootstrap interval by lead.
 
 Figures are built with :class:`matplotlib.figure.Figure` (never ``pyplot``), so nothing
 depends on a GUI backend or global state; every function returns the Figure and writes
@@ -23,7 +26,15 @@ import xarray as xr
 
 from atmos.errors import ConfigError, DataError
 
-__all__ = ["plot_maps", "plot_scores", "plot_spectra", "write_score_plots"]
+__all__ = [
+    "plot_comparison",
+    "plot_maps",
+    "plot_rank_histograms",
+    "plot_scores",
+    "plot_spectra",
+    "plot_spread_skill",
+    "write_score_plots",
+]
 
 BASELINE_STYLES = {
     "persistence": {"color": "0.45", "linestyle": "--", "marker": ""},
@@ -32,8 +43,11 @@ BASELINE_STYLES = {
 UNITS = {"z": "m$^2$ s$^{-2}$", "t": "K", "u": "m s$^{-1}$", "v": "m s$^{-1}$", "q": "kg kg$^{-1}$",
          "t2m": "K", "u10": "m s$^{-1}$", "v10": "m s$^{-1}$", "msl": "Pa", "tcwv": "kg m$^{-2}$"}
 METRIC_LABELS = {"rmse": "RMSE", "acc": "ACC", "bias": "bias", "mae": "MAE", "mse": "MSE", "crps": "CRPS",
-                 "spread": "ensemble spread", "spread_skill": "spread / skill", "ensemble_mean_rmse": "ens.-mean RMSE"}
-UNITLESS = {"acc", "spread_skill"}
+                 "spread": "ensemble spread", "spread_skill": "spread / skill", "ensemble_mean_rmse": "ens.-mean RMSE",
+                 "spread_skill_unbiased": "spread / skill (unbiased)", "energy_score": "energy score",
+                 "crpss": "CRPSS", "rank_reliability": "rank-histogram reliability index",
+                 "ensemble_mean_rmse_unbiased": "ens.-mean RMSE (unbiased)"}
+UNITLESS = {"acc", "spread_skill", "spread_skill_unbiased", "crpss", "rank_reliability"}
 
 
 def _figure(**kw: Any):
@@ -247,5 +261,182 @@ def plot_spectra(
             ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"zonal power spectra ({spectra.attrs.get('band', '')})")
+    _save(fig, path)
+    return fig
+
+
+def _pick_leads(avail: np.ndarray, leads: Sequence[Any] | None, n: int = 4) -> np.ndarray:
+    if leads is None:
+        pos = avail[avail > np.timedelta64(0, "ns")]
+        pos = pos if pos.size else avail
+        return pos[np.unique(np.linspace(0, pos.size - 1, min(n, pos.size)).round().astype(int))]
+    want = pd.to_timedelta(list(leads)).to_numpy("timedelta64[ns]")
+    bad = [str(pd.Timedelta(x)) for x in want if x not in avail]
+    if bad:
+        raise ConfigError(f"lead(s) {bad} are not available (there are {avail.size} leads up to {pd.Timedelta(avail.max())}).")
+    return want
+
+
+def plot_rank_histograms(
+    histograms: xr.Dataset | xr.DataArray,
+    leads: Sequence[Any] | None = None,
+    variables: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | Path | None = None,
+):
+    """Rank histograms as bars: rows = variables, columns = leads (default: up to 4 leads > 0).
+
+    ``histograms`` is :func:`atmos.evaluation.evaluate_rank_histograms`'s Dataset (its
+    ``histogram`` and ``reliability_index``, shown in each title) or a DataArray on
+    ``(variable, prediction_timedelta, bins)`` of relative frequencies. The dashed line is
+    the flat histogram ``1/K`` of a reliable ensemble.
+    """
+    if isinstance(histograms, xr.Dataset):
+        if "histogram" not in histograms:
+            raise DataError(f"expected evaluate_rank_histograms' Dataset with 'histogram' (got {sorted(histograms.data_vars)}).")
+        hist, ri = histograms["histogram"], histograms.get("reliability_index")
+    else:
+        hist, ri = histograms, None
+    for d in ("variable", "prediction_timedelta", "bins"):
+        if d not in hist.dims:
+            raise DataError(f"rank histograms need dims (variable, prediction_timedelta, bins), got {hist.dims}.")
+    variables = list(variables) if variables is not None else [str(v) for v in hist["variable"].values]
+    leads_arr = _pick_leads(hist["prediction_timedelta"].values, leads)
+    k = hist.sizes["bins"]
+    nr, nc = len(variables), len(leads_arr)
+    fig = _figure(figsize=(2.9 * nc + 0.6, 2.3 * nr + 0.6), layout="constrained")
+    axes = fig.subplots(nr, nc, squeeze=False)
+    top = float(np.nanmax(hist.sel(variable=variables, prediction_timedelta=leads_arr).values)) * 1.1
+    for i, var in enumerate(variables):
+        for j, td in enumerate(leads_arr):
+            ax = axes[i, j]
+            h = hist.sel(variable=var, prediction_timedelta=td).values
+            ax.bar(np.arange(k), h, color="C0", width=0.85)
+            ax.axhline(1.0 / k, color="k", linestyle="--", linewidth=1)
+            ax.set_ylim(0, max(top, 1.5 / k))
+            lab = f"{var}, +{pd.Timedelta(td) / pd.Timedelta('1h'):g}h"
+            if ri is not None:
+                lab += f", RI {float(ri.sel(variable=var, prediction_timedelta=td)):.2f}"
+            ax.set_title(lab, fontsize=9)
+            ax.set_xticks(np.arange(k))
+            ax.tick_params(labelsize=7)
+            if j == 0:
+                ax.set_ylabel("frequency (area-weighted)", fontsize=8)
+            if i == nr - 1:
+                ax.set_xlabel("rank of the truth", fontsize=8)
+    fig.suptitle((title + ": " if title else "") + f"rank histograms ({k - 1} members; dashed: flat 1/{k})")
+    _save(fig, path)
+    return fig
+
+
+def plot_spread_skill(
+    scorecard: xr.Dataset,
+    model: str | None = None,
+    region: str = "global",
+    variables: Sequence[str] | None = None,
+    path: str | Path | None = None,
+):
+    """Spread vs skill by lead: top row spread and ensemble-mean RMSE, bottom row their ratio(s).
+
+    Uses the scorecard's ``spread`` / ``ensemble_mean_rmse`` (top, when present) and
+    ``spread_skill`` / ``spread_skill_unbiased`` (bottom; dotted line at 1, a reliable
+    ensemble). ``model`` defaults to the first model with a spread.
+    """
+    da = scorecard["score"]
+    if region not in da["region"].values:
+        raise DataError(f"the scorecard has no region {region!r} (it has {list(map(str, da['region'].values))}).")
+    mets = [str(m) for m in da["metric"].values]
+    top = [m for m in ("spread", "ensemble_mean_rmse") if m in mets]
+    ratios = [m for m in ("spread_skill", "spread_skill_unbiased") if m in mets]
+    if not top and not ratios:
+        raise DataError(
+            f"the scorecard has none of spread, ensemble_mean_rmse, spread_skill, spread_skill_unbiased (metrics {mets}); "
+            "evaluate an ensemble with metrics=['spread', 'ensemble_mean_rmse', 'spread_skill_unbiased']."
+        )
+    da = da.sel(region=region)
+    if model is None:
+        key = (top or ratios)[0]
+        have = [str(m) for m in da["model"].values if bool(da.sel(model=m, metric=key).notnull().any())]
+        if not have:
+            raise DataError("no model of the scorecard has a spread score (is any forecast an ensemble?).")
+        model = have[0]
+    elif model not in da["model"].values:
+        raise DataError(f"the scorecard has no model {model!r} (it has {list(map(str, da['model'].values))}).")
+    variables = list(variables) if variables is not None else [str(v) for v in da["variable"].values]
+    rows = [r for r in (top, ratios) if r]
+    fig = _figure(figsize=(4.2 * len(variables), 3.0 * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows), len(variables), squeeze=False)
+    days = _lead_days(da["prediction_timedelta"].values)
+    styles = {"spread": ("C1", "-"), "ensemble_mean_rmse": ("C0", "-"), "spread_skill": ("C2", "--"),
+              "spread_skill_unbiased": ("C3", "-")}
+    for j, var in enumerate(variables):
+        for i, group in enumerate(rows):
+            ax = axes[i, j]
+            for m in group:
+                y = da.sel(model=model, metric=m, variable=var).values
+                ok = np.isfinite(y)
+                color, ls = styles[m]
+                ax.plot(days[ok], y[ok], color=color, linestyle=ls, marker="o", markersize=3, label=METRIC_LABELS[m])
+            if group is ratios:
+                ax.axhline(1.0, color="0.4", linestyle=":", linewidth=1)
+                ax.set_ylim(0, 2.5)  # lead-0 ratios (error ~ 0) are off the scale
+                ax.set_ylabel("ratio (axis clipped at 2.5)")
+            else:
+                unit = _units(var)
+                ax.set_ylabel(f"[{unit}]" if unit else "")
+            ax.set_title(var)
+            ax.set_xlabel("lead time (days)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"spread vs skill, {model}, region {region}")
+    _save(fig, path)
+    return fig
+
+
+def plot_comparison(
+    comparison: xr.Dataset,
+    metric: str | None = None,
+    region: str = "global",
+    variables: Sequence[str] | None = None,
+    path: str | Path | None = None,
+):
+    """A - B by lead with its bootstrap interval (band); filled markers are significant leads.
+
+    ``comparison`` is :func:`atmos.evaluation.compare`'s Dataset; ``metric`` defaults to
+    its first.
+    """
+    for v in ("difference", "lower", "upper", "significant"):
+        if v not in comparison:
+            raise DataError(f"expected atmos.evaluation.compare's Dataset (no {v!r}; has {sorted(comparison.data_vars)}).")
+    metric = metric or str(comparison["metric"].values[0])
+    for dim, val in (("metric", metric), ("region", region)):
+        if val not in comparison[dim].values:
+            raise DataError(f"the comparison has no {dim} {val!r} (it has {list(map(str, comparison[dim].values))}).")
+    c = comparison.sel(metric=metric, region=region)
+    variables = list(variables) if variables is not None else [str(v) for v in c["variable"].values]
+    fig = _figure(figsize=(4.2 * len(variables), 3.3), layout="constrained")
+    axes = fig.subplots(1, len(variables), squeeze=False)[0]
+    days = _lead_days(c["prediction_timedelta"].values)
+    for ax, var in zip(axes, variables, strict=True):
+        s = c.sel(variable=var)
+        d, lo, hi = s["difference"].values, s["lower"].values, s["upper"].values
+        sig = s["significant"].values.astype(bool)
+        ok = np.isfinite(d)
+        ax.fill_between(days[ok], lo[ok], hi[ok], color="C0", alpha=0.25, linewidth=0,
+                        label=f"{100 * float(comparison.attrs.get('confidence', 0.95)):g}% interval")
+        ax.plot(days[ok], d[ok], color="C0", linewidth=1.5)
+        ax.plot(days[ok & sig], d[ok & sig], "o", color="C3", markersize=4, label="significant")
+        ax.plot(days[ok & ~sig], d[ok & ~sig], "o", color="C0", markerfacecolor="white", markersize=4,
+                label="not significant")
+        ax.axhline(0.0, color="k", linewidth=0.8)
+        unit = "" if metric in UNITLESS else _units(var)
+        ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} A - B" + (f" [{unit}]" if unit else ""))
+        ax.set_xlabel("lead time (days)")
+        ax.set_title(var)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    a, b = comparison.attrs.get("model_a", "A"), comparison.attrs.get("model_b", "B")
+    fig.suptitle(f"{a} - {b}: {METRIC_LABELS.get(metric, metric)}, region {region}, "
+                 f"{comparison.attrs.get('n_init_times', '?')} inits, block {comparison.attrs.get('block_length', '?')}")
     _save(fig, path)
     return fig

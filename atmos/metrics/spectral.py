@@ -1,19 +1,24 @@
 """Zonal power spectra (WeatherBench2 ``ZonalEnergySpectrum``), per latitude and band-averaged.
 
-Along a latitude circle of circumference ``C = 2 pi R cos(lat)`` sampled at ``L``
-equally spaced longitudes ``f[0..L-1]``, with the forward-normalised DFT
-``F[k] = (1/L) sum_l f[l] exp(-2 pi i k l / L)``, the one-sided spectrum is::
+Along a latitude circle of circumference ``C = 2 pi R cos(lat)`` (``R`` =
+:data:`EARTH_RADIUS_M` = 6,367,500 m, WeatherBench2's ``schema.EARTH_RADIUS_M``, the mean
+of the equatorial and polar radii) sampled at ``L`` equally spaced longitudes
+``f[0..L-1]``, with the forward-normalised DFT
+``F[k] = (1/L) sum_l f[l] exp(-2 pi i k l / L)``, the one-sided spectrum is, exactly as
+WeatherBench2's ``ZonalEnergySpectrum.compute``::
 
-    S[0] = C |F[0]|^2,   S[k] = 2 C |F[k]|^2  (0 < k < L/2),   S[L/2] = C |F[L/2]|^2  (L even)
+    S[0] = C |F[0]|^2,   S[k] = 2 C |F[k]|^2  (0 < k <= L // 2)
 
-so that Parseval's relation holds exactly on the samples::
+(``nyquist="weatherbench2"``, the default). For odd ``L`` Parseval's relation holds
+exactly on the samples::
 
     sum_k S[k] = (C / L) sum_l f[l]^2      (the discrete integral of f^2 around the circle).
 
-A zonal wave ``a cos(k0 lambda + phi)`` thus has all its power ``C a^2 / 2`` at ``k0``.
-Units: ``m * units(f)^2``. This is WeatherBench2's normalisation, except that the
-Nyquist wavenumber of an even ``L`` is not doubled (its DFT coefficient is its own
-conjugate pair), which keeps Parseval exact.
+For even ``L`` WeatherBench2 also doubles the Nyquist wavenumber ``k = L/2``, whose DFT
+coefficient is its own conjugate pair, so the sum exceeds the integral by
+``C |F[L/2]|^2``; ``nyquist="parseval"`` leaves it single, which keeps Parseval exact
+(the two differ only at ``k = L/2``). A zonal wave ``a cos(k0 lambda + phi)`` with
+``0 < k0 < L/2`` has all its power ``C a^2 / 2`` at ``k0``. Units: ``m * units(f)^2``.
 
 Spectra of forecasts are usually compared with the truth's (lost power at small scales
 = blurring). :class:`ZonalSpectrum` averages the per-latitude spectra over a latitude
@@ -30,42 +35,62 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from atmos.errors import GridError
+from atmos.errors import ConfigError, GridError
 from atmos.grids.latlon import LatLonGrid
 from atmos.metrics.deterministic import LatitudeBand, Metric, Region, XrObj, get_region
 
-__all__ = ["EARTH_RADIUS_M", "MIDLATITUDES", "ZonalSpectrum", "zonal_power_spectrum"]
+__all__ = ["EARTH_RADIUS_M", "MIDLATITUDES", "NYQUIST", "ZonalSpectrum", "zonal_power_spectrum"]
 
-#: Earth radius in metres (WeatherBench2 ``schema.EARTH_RADIUS_M``).
-EARTH_RADIUS_M = 6_371_000.0
+#: Earth radius in metres: WeatherBench2's ``schema.EARTH_RADIUS_M = 1000 * (6357 + 6378) / 2``,
+#: the mean of the polar and equatorial radii (not the mean radius 6,371,000 m).
+EARTH_RADIUS_M = 6_367_500.0
+#: Values of ``nyquist``: how the Nyquist wavenumber of an even number of longitudes is counted.
+NYQUIST = ("weatherbench2", "parseval")
 #: Default band of :class:`ZonalSpectrum`: both hemispheres' mid-latitudes.
 MIDLATITUDES = LatitudeBand("midlatitudes", 30.0, 60.0, absolute=True)
 
 
-def _power(x: np.ndarray) -> np.ndarray:
-    """One-sided power ``|F_k|^2`` (doubled except for k=0 and the even Nyquist) along the last axis."""
+def _power(x: np.ndarray, double_nyquist: bool = True) -> np.ndarray:
+    """One-sided power ``|F_k|^2`` along the last axis, doubled for k > 0 (and the even Nyquist if asked)."""
     n = x.shape[-1]
-    fk = np.fft.rfft(x, axis=-1, norm="forward")
+    fk = np.fft.rfft(np.asarray(x, dtype=np.float64), axis=-1, norm="forward")  # float64 even for float32 data
     p = fk.real**2 + fk.imag**2
     factor = np.full(p.shape[-1], 2.0)
     factor[0] = 1.0
-    if n % 2 == 0:
+    if n % 2 == 0 and not double_nyquist:
         factor[-1] = 1.0
     return p * factor
 
 
-def zonal_power_spectrum(ds: XrObj) -> XrObj:
+def zonal_power_spectrum(ds: XrObj, nyquist: str = "weatherbench2") -> XrObj:
     """Per-latitude zonal power spectrum ``S[k]`` (module docstring) of every field.
 
     Parameters
     ----------
     ds : Dataset or DataArray with a ``longitude`` dim (equally spaced, full circle) and ``latitude``
+    nyquist : {"weatherbench2", "parseval"}
+        ``weatherbench2`` (default): the Nyquist wavenumber of an even number of
+        longitudes is doubled like every ``k > 0``, as WeatherBench2's
+        ``ZonalEnergySpectrum``; ``parseval``: it is counted once, so that the spectrum
+        sums exactly to the discrete integral of ``f**2`` around the circle.
 
     Returns
     -------
     Same type, with ``longitude`` replaced by ``zonal_wavenumber = 0..L//2``; coords
     ``wavelength`` (m, per latitude and wavenumber; inf at k=0) are attached.
+
+    Raises
+    ------
+    GridError
+        HEALPix cells, or longitudes that are not equally spaced around the full circle.
+    ConfigError
+        ``nyquist`` not one of :data:`NYQUIST`.
     """
+    if nyquist not in NYQUIST:
+        raise ConfigError(
+            f"nyquist={nyquist!r}: expected one of {list(NYQUIST)} ('weatherbench2' doubles the even Nyquist "
+            "wavenumber as WB2 does, 'parseval' keeps the sum equal to the integral of f**2)."
+        )
     if "cell" in ds.dims:
         raise GridError(
             "zonal spectra need a regular latitude-longitude grid, not HEALPix cells; regrid first with "
@@ -85,6 +110,7 @@ def zonal_power_spectrum(ds: XrObj) -> XrObj:
     spec = xr.apply_ufunc(
         _power,
         ds,
+        kwargs={"double_nyquist": nyquist == "weatherbench2"},
         input_core_dims=[["longitude"]],
         output_core_dims=[["zonal_wavenumber"]],
         exclude_dims={"longitude"},
@@ -131,14 +157,17 @@ class ZonalSpectrum(Metric):
     band : Region
         Latitude band (default :data:`MIDLATITUDES`, ``30 <= |lat| <= 60``); a
         ``region`` passed to the compute methods replaces it.
+    nyquist : {"weatherbench2", "parseval"}
+        Counting of the even Nyquist wavenumber (:func:`zonal_power_spectrum`).
     """
 
     name: ClassVar[str] = "zonal_spectrum"
     band: Region | None = dataclasses.field(default_factory=lambda: MIDLATITUDES)
+    nyquist: str = "weatherbench2"
 
     def compute_chunk(self, forecast, truth=None, region: str | Region | None = None):
         reg = get_region(region) if region is not None else self.band
-        spec = zonal_power_spectrum(forecast)
+        spec = zonal_power_spectrum(forecast, nyquist=self.nyquist)
         lat = forecast["latitude"]
         w = _row_area_weights(lat, forecast["longitude"])
         if reg is not None:

@@ -249,6 +249,39 @@ class ChannelConfig:
     statics: list[str] = field(default_factory=lambda: list(DEFAULT_STATICS))
     history: int = 2
 
+    @classmethod
+    def data_params(
+        cls, channels: Mapping[str, Sequence[str]], history: int, grid: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The config fields that describe the data a model is built for.
+
+        Parameters
+        ----------
+        channels : mapping
+            Channel names of the groups ``inputs``, ``outputs``, ``forcings``, ``statics``.
+        history : int
+            Input time steps.
+        grid : mapping
+            The data grid as JSON (``atmos.grids.Grid.to_dict()``: ``{"type": "latlon", "lat": [...],
+            "lon": [...], "kind": ...}`` or ``{"type": "healpix", "nside": n, ...}``).
+
+        Returns
+        -------
+        dict
+            ``inputs``, ``outputs``, ``forcings``, ``statics``, ``history`` and the grid fields of
+            :meth:`grid_params` (a trainer completes ``model.params`` with them).
+        """
+        out: dict[str, Any] = {g: list(channels.get(g, [])) for g in _GROUPS}
+        out["history"] = int(history)
+        out.update(cls.grid_params(grid))
+        return out
+
+    @classmethod
+    def grid_params(cls, grid: Mapping[str, Any]) -> dict[str, Any]:
+        """Config fields for a data grid (see :meth:`data_params`); ``{}`` where the model has none
+        or cannot run on that kind of grid. Each model config overrides it."""
+        return {}
+
     def make_schema(self, grid: dict[str, Any]) -> ChannelSchema:
         """The :class:`ChannelSchema` of a model built from this config on ``grid``."""
         inputs = _as_names("inputs", self.inputs)

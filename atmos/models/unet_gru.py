@@ -44,6 +44,7 @@ orientation): the learned kernels have no symmetry of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -132,6 +133,11 @@ class UNetGRUConfig(ChannelConfig):
 
     def grid_dict(self) -> dict[str, Any]:
         return {"type": "healpix", "nside": self.nside, "layout": "faces"}
+
+    @classmethod
+    def grid_params(cls, grid: Mapping[str, Any]) -> dict[str, Any]:
+        """``nside`` of a HEALPix grid (``{}`` for any other grid)."""
+        return {"nside": int(grid["nside"])} if grid.get("type") == "healpix" else {}
 
 
 class _DecoderLevel(nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,17 @@ class ViTConfig(ChannelConfig):
             raise ConfigError(f"config 'dropout' must be in [0, 1), got {self.dropout!r}.")
         if float(self.mlp_ratio) <= 0:
             raise ConfigError(f"config 'mlp_ratio' must be positive, got {self.mlp_ratio!r}.")
+
+    @classmethod
+    def grid_params(cls, grid: Mapping[str, Any]) -> dict[str, Any]:
+        """``nlat``, ``nlon`` and ``poles`` of a lat-lon grid (``{}`` for any other grid)."""
+        if grid.get("type") != "latlon":
+            return {}
+        return {
+            "nlat": len(grid["lat"]),
+            "nlon": len(grid["lon"]),
+            "poles": grid.get("kind") == "equiangular_with_poles",
+        }
 
     # -- derived geometry ------------------------------------------------------
     def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -8,10 +8,23 @@
 Tensor-level API (xarray only at the boundary): :class:`Forecaster` with
 ``encode / advance / decode / unroll``; :class:`ForecastWriter` streams a forecast
 store lead by lead; :mod:`atmos.rollout.forcings` computes forcings for future times.
+``rollout()`` = :func:`plan_rollout` (every check, a :class:`RolloutPlan`) + :func:`run_plan`.
+
+Modules, one job each (lowest first): ``times`` (intervals, initial times), ``tables``
+(channel tables and model grid from checkpoint meta or statistics), ``loading`` (checkpoint
+files, provenance, device), ``reading`` (xarray -> checked arrays, normalization),
+``checks`` (history of an initial time, NaN/Inf of a state), ``perturbation``,
+``forcings`` (astronomy), ``context`` (per-data regridders, statics, forcing functions),
+``decoders``, ``state`` (RolloutState, its resume copy), ``forecaster``, ``layout``
+(WeatherBench2 layout), ``plan``, ``lock``/``writer``, ``stores`` (create/resume/close),
+``run`` (the loop), ``api`` (``rollout()``); ``engine`` is a compatibility module.
 """
 
-from atmos.rollout.api import default_output_path, parse_init, rollout
-from atmos.rollout.engine import Forecaster, Perturbation, RolloutState, load_checkpoint_files
+from atmos.rollout.api import RolloutPlan, default_output_path, parse_init, plan_rollout, rollout, run_plan
+from atmos.rollout.forecaster import Forecaster
+from atmos.rollout.loading import load_checkpoint_files
+from atmos.rollout.perturbation import Perturbation
+from atmos.rollout.state import RolloutState
 from atmos.rollout.forcings import ToaCalibration, calibrate_toa, toa_incident_solar_radiation
 from atmos.rollout.writer import ForecastWriter, read_progress
 
@@ -19,14 +32,17 @@ __all__ = [
     "ForecastWriter",
     "Forecaster",
     "Perturbation",
+    "RolloutPlan",
     "RolloutState",
     "ToaCalibration",
     "calibrate_toa",
     "default_output_path",
     "load_checkpoint_files",
     "parse_init",
+    "plan_rollout",
     "read_progress",
     "rollout",
+    "run_plan",
     "toa_incident_solar_radiation",
 ]
 

@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 
 from atmos.errors import DataError, SourceError
-from atmos.io.downscale import _latlon_grid, channel_array
+from atmos.io.downscale import latlon_grid_of, channel_array
 
 __all__ = ["downscale", "load_downscaler"]
 
@@ -96,7 +96,7 @@ def downscale(
     if meta is None or "normalization" not in meta:
         raise DataError("downscale(ds, module) needs meta=checkpoint.json contents with 'normalization'.")
     cfg = model.config
-    grid = _latlon_grid(ds, "downscale")
+    grid = latlon_grid_of(ds, "downscale")
     if grid.shape != model.coarse_grid.shape or not (
         np.allclose(grid.lat, model.coarse_grid.lat, atol=1e-6)
         and np.allclose(grid.lon, model.coarse_grid.lon, atol=1e-6)

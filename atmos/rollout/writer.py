@@ -112,7 +112,7 @@ class ForecastWriter:
         self.completed = [int(c) for c in completed]
         self.progress_interval = float(progress_interval)
         self._last_progress = float("-inf")
-        with _quiet_zarr_ctx():
+        with quiet_zarr():
             self._group = zarr.open_group(str(self.path), mode="r+")
         self._arrays: dict[str, Any] = {}
 
@@ -174,7 +174,7 @@ class ForecastWriter:
             if tmp.exists():
                 shutil.rmtree(tmp)
             # built beside the target and renamed into place: a kill during creation leaves no half store
-            with _quiet_zarr_ctx():
+            with quiet_zarr():
                 tpl.to_zarr(str(tmp), mode="w-", compute=False, consolidated=True, encoding=enc)
             os.rename(tmp, p)
         except BaseException:
@@ -218,7 +218,7 @@ class ForecastWriter:
     def _first_holes(self) -> list[tuple[int, int, str]]:
         """Per initial time, the first written lead with a missing or undecodable chunk."""
         first: dict[int, tuple[int, str]] = {}
-        with _quiet_zarr_ctx():
+        with quiet_zarr():
             for name, arr in self._group.arrays():
                 dims = list(getattr(arr.metadata, "dimension_names", None) or [])
                 if dims[:2] != ["time", "prediction_timedelta"]:
@@ -361,7 +361,9 @@ def _replaceable(path: Path) -> bool:
     return status.startswith("failed")
 
 
-class _quiet_zarr_ctx:
+class quiet_zarr:
+    """Context manager: silences zarr's "Consolidated metadata is currently not part" warning."""
+
     def __enter__(self) -> None:
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()

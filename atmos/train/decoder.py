@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -40,19 +40,14 @@ from atmos.io.stats import safe_std
 from atmos.models.base import LatentBackbone
 from atmos.models.checkpoint import weights_hash
 from atmos.train.core import (
-    EMA,
     area_weights,
-    build_optimizer,
-    build_scheduler,
-    clip_gradients,
-    csv_text,
-    ema_weights,
     resolve_device,
     rmse,
     seed_everything,
     squared_error_sum,
 )
 from atmos.train.data import open_selected, stats_from_json
+from atmos.train.epochs import run_epochs
 
 __all__ = ["DecoderFitResult", "PeakRss", "fit_decoder", "save_decoder"]
 
@@ -317,6 +312,46 @@ class _Prognostic:
         return self.norm.denormalize(x)
 
 
+class _DecoderTask:
+    """The decoder/finetune step for :func:`atmos.train.epochs.run_epochs`.
+
+    The latent of the step ``t -> t+1`` predicts each new variable at ``t+1``; the loss is
+    the area-weighted MSE of the standardized transformed targets, plus (finetune)
+    ``prognostic_weight`` times the backbone's one-step loss.
+    """
+
+    def __init__(self, backbone, decoder, train: _Windows, val: _Windows | None, area: torch.Tensor,
+                 prog: _Prognostic, names: list[str], bs: int, device: torch.device, frozen: bool,
+                 prognostic_weight: float, seed: int) -> None:
+        self.backbone, self.decoder, self.train, self.val = backbone, decoder, train, val
+        self.area, self.prog, self.names, self.bs, self.device = area, prog, names, bs, device
+        self.frozen, self.weight = frozen, prognostic_weight
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def train_mode(self) -> None:
+        self.decoder.train()
+        if not self.frozen:
+            self.backbone.train()  # validation switched it to eval
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        idx = self.train.indices
+        perm = torch.randperm(len(idx), generator=self.gen).tolist()
+        for b in range(0, len(perm), self.bs):
+            yield _batch(self.train, [idx[j] for j in perm[b : b + self.bs]], self.device)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            latent, _ = self.backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+        loss = _wmse(self.decoder(latent), self.decoder.from_physical(batch["new"]), self.area).mean()
+        if not self.frozen and self.weight > 0:
+            delta = self.backbone.decode_latent(latent)
+            loss = loss + self.weight * self.prog.loss(batch["inputs"], delta, batch["targets"][:, 0], self.area)
+        return loss, int(batch["inputs"].shape[0])
+
+    def validate(self) -> dict[str, Any]:
+        return _validate(self.backbone, self.decoder, self.val, self.area, self.prog, self.names, self.bs, self.device)
+
+
 def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     """Train decoders for new variables on a backbone checkpoint (``cfg.task`` ``decoder`` or ``finetune``).
 
@@ -409,15 +444,10 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     n_train = sum(p.numel() for p in params)
     n_frozen = sum(p.numel() for p in backbone.parameters()) if frozen else 0
 
-    opt = cfg.optimizer
-    optimizer = build_optimizer(params, opt)
-    ema = EMA(trained, opt.ema_decay) if opt.ema_decay else None
     bs = int(cfg.data.batch_size)
     per_epoch = math.ceil(len(train.indices) / bs)
     if cfg.schedule.max_steps_per_epoch:
         per_epoch = min(per_epoch, int(cfg.schedule.max_steps_per_epoch))
-    total = per_epoch * int(cfg.schedule.epochs)
-    sched = build_scheduler(optimizer, cfg.schedule, opt.lr, total)
 
     out = cfg.output
     run_dir = Path(out.dir) / (out.name or f"{cfg.task}-{Path(str(cfg.backbone)).name}")
@@ -428,73 +458,19 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     show = out.progress if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="step", desc=f"{cfg.task} {','.join(variables)}", dynamic_ncols=True)
-
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    history: list[dict[str, Any]] = []
-    validation: dict[str, Any] = {}
-    train_time = 0.0
-    step = 0
+    task = _DecoderTask(backbone, decoder, train, val, area, prog, names, bs, device, frozen,
+                        float(cfg.decoder.prognostic_weight), int(cfg.seed))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    grad_ctx = torch.no_grad if frozen else contextlib.nullcontext
-    with PeakRss() as mem, contextlib.ExitStack() as stack:
-        if bar is not None:
-            stack.callback(bar.close)
-        for epoch in range(int(cfg.schedule.epochs)):
-            perm = torch.randperm(len(train.indices), generator=gen).tolist()
-            losses = []
-            for b in range(per_epoch):
-                ids = [train.indices[j] for j in perm[b * bs : (b + 1) * bs]]
-                if not ids:
-                    break
-                batch = _batch(train, ids, device)
-                t0 = time.perf_counter()
-                decoder.train()
-                if not frozen:
-                    backbone.train()  # validation switched it to eval
-                with grad_ctx():
-                    latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
-                z = decoder(latent)
-                loss = _wmse(z, decoder.from_physical(batch["new"]), area).mean()
-                if not frozen and cfg.decoder.prognostic_weight > 0:
-                    delta = backbone.decode_latent(latent)
-                    loss = loss + cfg.decoder.prognostic_weight * prog.loss(
-                        batch["inputs"], delta, batch["targets"][:, 0], area
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip_gradients(params, opt.grad_clip)
-                optimizer.step()
-                sched.step()
-                if ema is not None:
-                    ema.update(trained)
-                train_time += time.perf_counter() - t0
-                step += 1
-                lv = float(loss.detach())
-                if not math.isfinite(lv):
-                    raise DataError(f"the {cfg.task} loss became non-finite at step {step} (epoch {epoch}); lower optimizer.lr.")
-                losses.append(lv)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{lv:.4f}")
-            rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
-                                   "lr": sched.get_last_lr()[0], "train_time_s": round(train_time, 3)}
-            if val is not None and ((epoch + 1) % cfg.validation.every_epochs == 0 or epoch + 1 == cfg.schedule.epochs):
-                with ema_weights(trained, ema):
-                    validation = _validate(backbone, decoder, val, area, prog, names, bs, device)
-                rec.update({f"val_rmse_{v}": r for v, r in validation["rmse"].items()})
-                log.info("epoch %d: loss %.4f, val RMSE %s", epoch + 1, rec["train_loss"], validation["rmse"])
-            history.append(rec)
-            header = list(dict.fromkeys(k for r in history for k in r))
-            atomic_write_text(run_dir / "metrics.csv", csv_text(header, history))
-
-    if ema is not None:  # the checkpoints hold the EMA weights, as for task: forecast
-        trained.load_state_dict(ema.shadow)
+    with PeakRss() as mem:
+        res = run_epochs(
+            task, trained=trained, params=params, optimizer=cfg.optimizer, schedule=cfg.schedule,
+            epochs=int(cfg.schedule.epochs), per_epoch=per_epoch, metrics_csv=run_dir / "metrics.csv",
+            validate=val is not None, validate_every=int(cfg.validation.every_epochs),
+            progress=f"{cfg.task} {','.join(variables)}" if show else None, name=cfg.task,
+        )
+    history, validation, train_time, step = res.history, res.validation, res.train_time_s, res.steps
     backbone.eval()
     decoder.eval()
     if frozen and weights_hash(backbone) != backbone_hash_before:  # pragma: no cover - guarded by requires_grad

@@ -23,29 +23,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from atmos.channels import Channel, split_name
 from atmos.errors import ConfigError
-from atmos.train.config import TrainConfig
-from atmos.train.core import (
-    EMA,
-    CsvLog,
-    area_weights,
-    build_optimizer,
-    build_scheduler,
-    clip_gradients,
-    ema_weights,
-    rmse,
-    seed_everything,
-    squared_error_sum,
-)
 from atmos.io.stats import safe_std
+from atmos.train.config import TrainConfig
+from atmos.train.core import area_weights, rmse, seed_everything, squared_error_sum
+from atmos.train.epochs import run_epochs
 
 __all__ = ["DownscaleTrainConfig", "fit_downscaler", "load_pairs"]
 
@@ -166,6 +158,39 @@ def load_pairs(ds, channels: list[str], factor: int) -> tuple[np.ndarray, np.nda
     return coarse, fine
 
 
+class _DownscaleTask:
+    """The downscaling step for :func:`atmos.train.epochs.run_epochs`: area-weighted MSE of the
+    normalized fine fields predicted from the coarse ones."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, xc: torch.Tensor, yf: torch.Tensor,
+                 val: tuple[torch.Tensor, torch.Tensor] | None, mean: np.ndarray, std: np.ndarray,
+                 channels: list[str], batch_size: int, rng: np.random.Generator) -> None:
+        self.model, self.loss_fn, self.xc, self.yf, self.val = model, loss_fn, xc, yf, val
+        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+        self.channels, self.bs, self.rng = channels, batch_size, rng
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        perm = torch.from_numpy(self.rng.permutation(self.xc.shape[0]))
+        for b in range(0, perm.numel(), self.bs):
+            yield perm[b : b + self.bs]
+
+    def loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return self.loss_fn(self.model(self.xc[idx]), self.yf[idx]), int(idx.numel())
+
+    def validate(self) -> dict[str, Any]:
+        """Area-weighted RMSE per channel in physical units."""
+        coarse, fine = self.val
+        se = torch.zeros(len(self.channels), dtype=torch.float64)
+        for i in range(0, coarse.shape[0], 64):
+            pred = self.model(coarse[i : i + 64]) * self.std + self.mean
+            se += squared_error_sum(pred, fine[i : i + 64], self.loss_fn.area)
+        rm = rmse(se, coarse.shape[0])
+        return {"rmse": {c: float(rm[k]) for k, c in enumerate(self.channels)}}
+
+
 def fit_downscaler(config: TrainConfig | DownscaleTrainConfig) -> Path:
     """Train a downscaling head and write its run folder; returns the run folder.
 
@@ -267,68 +292,20 @@ def fit_downscaler(config: TrainConfig | DownscaleTrainConfig) -> Path:
         val = (torch.from_numpy((vc - mean) / std), torch.from_numpy(vf))
 
     loss_fn = AreaWeightedMSE(area_weights(grid))
-    area = loss_fn.area  # [nlat, nlon], sums to 1
-    opt = build_optimizer(model.parameters(), opt_cfg)
-    ema = EMA(model, opt_cfg.ema_decay) if opt_cfg.ema_decay else None
-    n = xc.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps_per_epoch = math.ceil(xc.shape[0] / batch_size)
     if sch.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, int(sch.max_steps_per_epoch))
-    total = epochs * steps_per_epoch
-    budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
-
-    def _time_fraction() -> float:
-        """Fraction of the wall-time budget used (the schedule follows it when it runs out first)."""
-        return min((time.time() - t_start) / budget, 1.0) if budget else 0.0
-
-    sched = build_scheduler(opt, sch, opt_cfg.lr, total, time_fraction=_time_fraction if budget else None)
     run_dir = Path(train_cfg.output.dir) / (train_cfg.output.name or "downscale")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "DONE").unlink(missing_ok=True)
-    metrics = CsvLog(run_dir / "metrics.csv",
-                     ["epoch", "step", "train_loss", "lr", "seconds", *(f"val_rmse_{c}" for c in cfg.channels)])
-    step, epoch, train_loss, val_rmse = 0, 0, float("nan"), {}
-    history: list[dict[str, Any]] = []
-    stopped = False
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.from_numpy(rng.permutation(n))
-        tot, cnt = 0.0, 0
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            loss = loss_fn(model(xc[idx]), yf[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(model.parameters(), opt_cfg.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            tot += float(loss.detach()) * idx.numel()
-            cnt += idx.numel()
-            if cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes:
-                stopped = True
-                break
-        train_loss = tot / max(cnt, 1)
-        val_rmse = {}
-        if val is not None:
-            with torch.no_grad(), ema_weights(model, ema):
-                se = torch.zeros(len(cfg.channels), dtype=torch.float64)
-                for i in range(0, val[0].shape[0], 64):
-                    pred = model(val[0][i : i + 64]) * torch.from_numpy(std) + torch.from_numpy(mean)
-                    se += squared_error_sum(pred, val[1][i : i + 64], area)
-                rm = rmse(se, val[0].shape[0])
-            val_rmse = {c: float(rm[k]) for k, c in enumerate(cfg.channels)}
-        row = {"epoch": epoch, "step": step, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
-               "seconds": time.time() - t_start, **{f"val_rmse_{c}": v for c, v in val_rmse.items()}}
-        metrics.write([row])
-        history.append(row)
-        if stopped:
-            break
-
-    if ema is not None:  # the checkpoint holds the EMA weights, as for every task
-        model.load_state_dict(ema.shadow)
+    task = _DownscaleTask(model, loss_fn, xc, yf, val, mean, std, list(cfg.channels), batch_size, rng)
+    res = run_epochs(
+        task, trained=model, params=list(model.parameters()), optimizer=opt_cfg, schedule=sch, epochs=epochs,
+        per_epoch=steps_per_epoch, metrics_csv=run_dir / "metrics.csv", validate=val is not None,
+        time_budget_s=None if cfg.max_minutes is None else 60.0 * cfg.max_minutes, started=t_start,
+        name="downscale",
+    )
+    last = res.history[-1] if res.history else {}
     model_params = config_to_dict(model)
     model_params.pop("name")
     meta = {
@@ -343,14 +320,14 @@ def fit_downscaler(config: TrainConfig | DownscaleTrainConfig) -> Path:
         "factor": int(cfg.factor),
         "data": {"source": str(source), "attrs_notes": str(ds.attrs.get("notes", ""))},
         "training": {
-            "epoch": epoch,
-            "global_step": step,
-            "train_loss": train_loss,
-            "val_rmse": val_rmse,
+            "epoch": res.epochs,
+            "global_step": res.steps,
+            "train_loss": last.get("train_loss", float("nan")),
+            "val_rmse": res.validation.get("rmse", {}),
             "seconds": time.time() - t_start,
-            "stopped_by_time_limit": stopped,
-            "n_samples": n,
-            "history": history,
+            "stopped_by_time_limit": res.stopped_by_time_limit,
+            "n_samples": int(xc.shape[0]),
+            "history": res.history,
         },
     }
     save_checkpoint(run_dir, "final", model.state_dict(), meta)

@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -221,15 +221,6 @@ def rollout(
 # =============================================================================================
 
 
-def _model_fields(name: str) -> set[str] | None:
-    """Constructor keys the registered model accepts (None if the name is unknown)."""
-    from atmos.models.registry import MODELS
-
-    if name not in MODELS:
-        return None
-    return {f.name for f in fields(MODELS[name][1])}
-
-
 def check_model_name(name: str) -> None:
     """Raise ConfigError listing the registered models if ``name`` is not one of them."""
     from atmos.models.registry import MODELS
@@ -252,31 +243,32 @@ def _registry_build(name: str, params: Mapping[str, Any]) -> nn.Module:
 
 
 def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
-    """The config's model params completed with the channels and grid of the data."""
+    """The config's model params completed with the channels and grid of the data.
+
+    The model's config class says which of its fields describe the data
+    (:meth:`atmos.models.schema.ChannelConfig.data_params`); values set in ``model.params`` win
+    (and are checked against the data by :func:`build_model`).
+    """
+    from atmos.models.registry import config_class
+    from atmos.models.schema import ChannelConfig
+
+    cfg_cls = config_class(cfg.model.name)
+    if not (isinstance(cfg_cls, type) and issubclass(cfg_cls, ChannelConfig)):
+        raise ConfigError(
+            f"model {cfg.model.name!r} has config class {cfg_cls.__name__}, which does not derive from "
+            "atmos.models.schema.ChannelConfig, so atmos train cannot build it for the data's channels and grid; "
+            "derive its config from ChannelConfig (and override grid_params) to train it."
+        )
     params = dict(cfg.model.params)
     ch = data.schema
-    filled = {
-        "inputs": ch.names("inputs"),
-        "outputs": ch.names("targets"),
-        "forcings": ch.names("forcings"),
-        "statics": ch.names("statics"),
-        "history": cfg.data.history,
-    }
-    grid = data.grid
-    if cfg.data.grid == "healpix":
-        filled["nside"] = int(grid.nside)
-    else:
-        filled["nlat"], filled["nlon"] = int(grid.shape[0]), int(grid.shape[1])
-        filled["poles"] = grid.kind == "equiangular_with_poles"
+    channels = {"inputs": ch.names("inputs"), "outputs": ch.names("targets"),
+                "forcings": ch.names("forcings"), "statics": ch.names("statics")}
+    filled = cfg_cls.data_params(channels, cfg.data.history, data.grid.to_dict())
     if "inputs" in params or "outputs" in params:  # user-chosen prognostic channels: checked, not completed
         filled.pop("inputs")
         filled.pop("outputs")
-    accepted = _model_fields(cfg.model.name)
     for k, v in filled.items():
-        if k in params:
-            continue
-        if accepted is None or k in accepted:
-            params[k] = v
+        params.setdefault(k, v)
     return params
 
 

@@ -45,13 +45,16 @@ def test_climatology_window_one_is_the_day_hour_mean():
 
 def test_climatology_smoothing_is_a_count_weighted_circular_window():
     ds = _year_cube(lambda t: t.day_of_year.to_numpy().astype(float))
-    c = compute_climatology(ds, window=3)["x"].isel(hour=0, latitude=0, longitude=0)
+    c = compute_climatology(ds, window=3, window_weights="flat")["x"].isel(hour=0, latitude=0, longitude=0)
     assert float(c.sel(dayofyear=2)) == pytest.approx(2.0)
-    # the day-of-year axis is a 366-day circle: the window of day 1 is {366, 1, 2}, and day 366
-    # has no sample in a common year, so it simply contributes nothing (count weighting)
-    assert float(c.sel(dayofyear=1)) == pytest.approx((1 + 2) / 2)
-    assert float(c.sel(dayofyear=366)) == pytest.approx((365 + 1) / 2)  # day 366 has no sample of its own
-    assert float(c.sel(dayofyear=365)) == pytest.approx((364 + 365) / 2)
+    # one common year: the day-of-year axis is a 365-day circle (WeatherBench2), so the
+    # window of day 1 is {365, 1, 2}; day 366 copies day 365
+    assert float(c.sel(dayofyear=1)) == pytest.approx((365 + 1 + 2) / 3)
+    assert float(c.sel(dayofyear=365)) == pytest.approx((364 + 365 + 1) / 3)
+    assert float(c.sel(dayofyear=366)) == float(c.sel(dayofyear=365))
+    # the default triangular window: weights 1 - |k|/2 for window 5 -> (0.5, 1, 0.5) on days d-1, d, d+1
+    tri = compute_climatology(ds, window=5)["x"].isel(hour=0, latitude=0, longitude=0)
+    assert float(tri.sel(dayofyear=1)) == pytest.approx((0.5 * 365 + 1 + 0.5 * 2) / 2)
 
 
 def test_smoothing_removes_weather_noise_from_one_year():

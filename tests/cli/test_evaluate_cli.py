@@ -115,3 +115,27 @@ def test_cli_errors(files, cli, capsys, tmp_path):
     assert "--truth" in capsys.readouterr().err
     assert cli(["climatology", str(files / "truth.nc"), "-o", str(tmp_path / "c.nc")]) == 2
     assert "allow_gaps" in capsys.readouterr().err or "window" in capsys.readouterr().err
+
+
+def test_evaluate_against_and_ci(files, cli, capsys, tmp_path):
+    """--against B prints A - B with its interval and marks significance; --ci adds intervals to every score."""
+    toy = str(files / "toy.zarr")
+    out = tmp_path / "cmp.csv"
+    rc = cli(["evaluate", toy, "--truth", str(files / "truth.nc"), "--against", "persistence", "--variables", "z500",
+              "--n-boot", "200", "--block-length", "2", "-o", str(out), "--plots", str(tmp_path / "p")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "A = toy, B = persistence" in text and "block 2 init times" in text and "significant at" in text
+    df = pd.read_csv(out)
+    assert {"difference", "lower", "upper", "significant", "p_value"} <= set(df.columns)
+    assert (tmp_path / "p" / "difference_rmse_global.png").read_bytes()[:8] == PNG
+    rc = cli(["evaluate", toy, "--truth", str(files / "truth.nc"), "--against", toy, "--variables", "t2m",
+              "--n-boot", "100"])
+    assert rc == 0
+    assert "(significant at 0 of" in capsys.readouterr().out  # a forecast against itself
+    rc = cli(["evaluate", toy, "--truth", str(files / "truth.nc"), "--variables", "t2m", "--ci", "--n-boot", "100",
+              "--baselines", "none", "-o", str(tmp_path / "s.csv")])
+    assert rc == 0
+    assert "block bootstrap" in capsys.readouterr().out
+    sc = read_scorecard(tmp_path / "s.csv")
+    assert bool((sc["score_lower"] <= sc["score"] + 1e-12).all()) and bool((sc["score"] <= sc["score_upper"] + 1e-12).all())

@@ -29,7 +29,7 @@ def _circ(lat) -> np.ndarray:
 def test_single_wave_peaks_at_its_wavenumber_with_parseval_power(n, k0):
     a = np.array([1.0, 2.0, 3.0, 0.5])[:, None]
     lam = np.deg2rad(_lon(n))[None, :]
-    spec = zonal_power_spectrum(_field(a * np.cos(k0 * lam + 0.3 * (k0 < n / 2)), n))
+    spec = zonal_power_spectrum(_field(a * np.cos(k0 * lam + 0.3 * (k0 < n / 2)), n), nyquist="parseval")
     assert spec.sizes["zonal_wavenumber"] == n // 2 + 1
     peak = spec.argmax("zonal_wavenumber").values
     np.testing.assert_array_equal(peak, k0)
@@ -43,7 +43,7 @@ def test_parseval_on_random_fields():
     rng = np.random.default_rng(0)
     for n in (16, 17):
         f = rng.normal(size=(4, n)) + 3.0
-        spec = zonal_power_spectrum(_field(f, n))
+        spec = zonal_power_spectrum(_field(f, n), nyquist="parseval")
         # sum_k S[k] = (C / L) sum_l f_l^2
         np.testing.assert_allclose(spec.sum("zonal_wavenumber").values, _circ(LAT) * (f**2).mean(1), rtol=1e-12)
         np.testing.assert_allclose(spec.sel(zonal_wavenumber=0).values, _circ(LAT) * f.mean(1) ** 2, rtol=1e-12)

@@ -50,3 +50,21 @@ def test_a_module_without_the_contract_is_not_a_backbone():
             return self.inner(*a)
 
     assert isinstance(Wrapper(), Backbone) and not isinstance(Wrapper(), LatentBackbone)
+
+
+def test_model_configs_say_which_fields_describe_the_data():
+    """The trainer completes model.params from the config class, not by guessing field names."""
+    from atmos.grids import HealpixGrid, LatLonGrid
+    from atmos.models import UNetGRUConfig, ViTConfig
+
+    ch = {"inputs": ["a", "b"], "outputs": ["a", "b"], "forcings": ["f"], "statics": ["s"]}
+    latlon = LatLonGrid.equiangular(32, 64).to_dict()
+    poles = LatLonGrid.equiangular(33, 64, poles=True).to_dict()
+    hpx = HealpixGrid(8, "nest").to_dict()
+    assert ViTConfig.data_params(ch, 2, latlon) == {**ch, "history": 2, "nlat": 32, "nlon": 64, "poles": False}
+    assert UNetGRUConfig.data_params(ch, 2, hpx) == {**ch, "history": 2, "nside": 8}
+    # a model gets no grid fields for a grid it cannot run on (the trainer's shape check explains)
+    assert ViTConfig.grid_params(hpx) == {} and UNetGRUConfig.grid_params(latlon) == {}
+    assert ViTConfig.grid_params(poles) == {"nlat": 33, "nlon": 64, "poles": True}
+    build("vit", **ViTConfig.data_params(ch, 2, latlon), embed_dim=16, depth=1, num_heads=2)
+

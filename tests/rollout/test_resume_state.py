@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from atmos.rollout import Forecaster
-from atmos.rollout.api import _STATE_FILE, rollout
+from atmos.rollout.api import rollout
+from atmos.rollout.state import STATE_FILE
 
 
 def _count_advances(monkeypatch):
@@ -42,12 +43,12 @@ def test_resume_from_saved_state_is_bit_identical_and_proportional(which, kwargs
     out = tmp_path / "f.zarr"
     with pytest.raises(KeyboardInterrupt):
         rollout(fc, mock_ds, init, 4, out=out, callback=stop, **kwargs)
-    assert (out / _STATE_FILE).is_file()
+    assert (out / STATE_FILE).is_file()
     calls = _count_advances(monkeypatch)
     got = rollout(fc, mock_ds, init, 4, out=out, resume=True, **kwargs)
     # only the missing leads are computed: (n_lead - 1 - stop_at) leads of `every` model steps
     assert calls["n"] == (n_lead - 1 - stop_at) * every
-    assert not (out / _STATE_FILE).exists()
+    assert not (out / STATE_FILE).exists()
     for name in ref.data_vars:
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
 

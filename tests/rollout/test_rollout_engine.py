@@ -10,6 +10,7 @@ import xarray as xr
 
 from atmos.errors import ConfigError, DataError
 from atmos.rollout import Forecaster, Perturbation, parse_init, read_progress, rollout
+from atmos.rollout.perturbation import PerturbationNoise
 
 
 def test_in_memory_layout_and_lead_zero(vit_fc, mock_ds):
@@ -156,14 +157,13 @@ def test_ensemble_members_control_and_spread(vit_fc, mock_ds):
 
 def test_correlated_perturbation_statistics(vit_fc):
     pert = Perturbation(1.0, length_scale_km=2500.0, control=False)
-    noise = vit_fc._noise(torch.Size([64, 1, 3, 16, 32]), pert, seed=0, members=64).numpy()[:, 0]
+    noise_of = PerturbationNoise(vit_fc.model_grid)
+    noise = noise_of(torch.Size([64, 1, 3, 16, 32]), pert, seed=0).numpy()[:, 0]
     assert abs(noise.var() - 1.0) < 0.1  # unit variance per point
     x = noise.reshape(-1, 16, 32)
     lag1 = np.mean(x[..., 1:] * x[..., :-1])  # neighbours ~11 degrees apart along longitude
     assert lag1 > 0.5
-    white = vit_fc._noise(
-        torch.Size([64, 1, 3, 16, 32]), Perturbation(1.0, control=False), seed=0, members=64
-    )
+    white = noise_of(torch.Size([64, 1, 3, 16, 32]), Perturbation(1.0, control=False), seed=0)
     w = white.numpy()[:, 0].reshape(-1, 16, 32)
     assert abs(np.mean(w[..., 1:] * w[..., :-1])) < 0.05
 

@@ -107,3 +107,25 @@ def test_grid_mismatch_is_explained(tiny_config):
 
     with pytest.raises(ConfigError, match=r"model 'unet_gru' is built for grid shape \(12, 4, 4\).*data.grid"):
         fit(tiny_config(model={"name": "unet_gru", "params": {"nside": 4, "channels": [4], "dilations": [1]}}))
+
+
+def test_training_a_model_whose_config_is_not_a_channel_config_is_a_clear_error():
+    import dataclasses
+
+    import torch
+
+    from atmos.models import registry
+    from atmos.train.config import config_from_dict
+    from atmos.train.loop import _model_params
+
+    @dataclasses.dataclass
+    class OddConfig:
+        width: int = 3
+
+    registry.register_model("odd_for_test", lambda cfg: torch.nn.Linear(1, 1), OddConfig)
+    try:
+        cfg = config_from_dict({"model": {"name": "odd_for_test"}, "data": {"source": "x", "variables": ["t"]}})
+        with pytest.raises(ConfigError, match="OddConfig, which does not derive from atmos.models.schema.ChannelConfig"):
+            _model_params(cfg, None)
+    finally:
+        registry.MODELS.pop("odd_for_test")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from atmos.errors import AtmosError, ConfigError
 from atmos.models.checkpoint import load_checkpoint, load_decoder, load_model, weights_hash
 from atmos.train import fit, load_config
 from atmos.train.config import TASKS
-from tests.train.conftest import NEW, VARIABLES, make_config
+from tests.train.conftest import NEW, make_config
 
 #: Variables of the cube the backbone is not trained on (precipitation: log1p transform).
 TRAIN = ("2020-01-01", "2020-01-08T18")

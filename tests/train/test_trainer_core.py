@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 from atmos.errors import ConfigError
 from atmos.train import fit, load_config
-from tests.train.conftest import NEW, VARIABLES, make_config
+from tests.train.conftest import NEW, make_config
 
 OPTIMIZER = {"lr": 2.5e-3, "weight_decay": 0.05, "betas": [0.8, 0.9], "eps": 1.0e-7, "grad_clip": 1.0e-3}
 SCHEDULE = {"epochs": 1, "warmup_steps": 2, "warmup_start_factor": 0.1, "max_steps_per_epoch": 2}
@@ -160,3 +159,35 @@ def test_area_weights_come_from_the_grid():
     assert tuple(faces.shape) == (12, 2, 2) and float(faces.sum()) == pytest.approx(1.0)
     uniform = area_weights(g, uniform=True)
     assert torch.allclose(uniform, torch.full((8, 16), 1 / 128))
+
+
+@pytest.mark.parametrize("module", ["decoder", "downscale"])
+def test_single_process_tasks_have_no_training_loop_of_their_own(module):
+    """decoder/finetune and downscale hand their step to atmos.train.epochs.run_epochs: no
+    optimizer, scheduler, backward or EMA of their own."""
+    tree = ast.parse((TRAIN_DIR / f"{module}.py").read_text())
+    own = sorted(
+        {
+            n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and (n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", ""))
+            in {"backward", "build_optimizer", "build_scheduler", "clip_gradients", "EMA", "zero_grad"}
+        }
+    )
+    assert not own, f"atmos/train/{module}.py runs its own training loop ({own}); use atmos.train.epochs.run_epochs"
+    assert "run_epochs" in _imported_names(tree)
+
+
+def _imported_names(tree: ast.AST) -> set[str]:
+    return {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+
+
+@pytest.mark.parametrize("task", ["decoder", "finetune", "downscale"])
+def test_single_process_tasks_log_the_same_columns(task, store, backbone, tmp_path):
+    import csv
+
+    res = fit(_task_config(task, store, tmp_path, backbone))
+    with open(res.run_dir / "metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[:6] == ["epoch", "step", "train_loss", "lr", "train_time_s", "seconds"], header
