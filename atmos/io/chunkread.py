@@ -108,10 +108,10 @@ def _run_on(array: Any, orig_key: str, fake: Any, sub: Any) -> np.ndarray:
     keys = sub.__dask_keys__()
     dsk = dict(hlg.cull(set(flatten(keys))))
     dsk[orig_key] = fake
-    return _nested(dask.core.get(dsk, keys))
+    return nested_block(dask.core.get(dsk, keys))
 
 
-def _nested(r: Any) -> np.ndarray:
+def nested_block(r: Any) -> np.ndarray:
     """Assemble the nested (per-chunk) results of one dask array into one numpy array."""
 
     def as_lists(x: Any) -> Any:

@@ -76,6 +76,7 @@ import xarray as xr
 from atmos.channels import Channel, channel_name, level_label
 from atmos.errors import ConfigError, DataError
 from atmos.grids import HealpixGrid
+from atmos.io.chunkread import nested_block
 from atmos.io.coords import grid_of, spatial_dims
 from atmos.io.forcings import _NS_PER_DAY, DERIVED_FORCINGS, derived_forcing
 
@@ -202,19 +203,6 @@ def _time_index(ds: xr.Dataset) -> np.ndarray:
     return t
 
 
-def _nested_block(r: Any) -> np.ndarray:
-    """Assemble the nested (per-chunk) results of one dask array into one numpy array."""
-
-    def as_lists(x: Any) -> Any:
-        return [as_lists(y) for y in x] if isinstance(x, (list, tuple)) else x
-
-    while isinstance(r, (list, tuple)) and len(r) == 1:
-        r = r[0]
-    if not isinstance(r, (list, tuple)):
-        return np.asarray(r)
-    return np.block(as_lists(r))
-
-
 _FAST_DASK = True
 
 
@@ -239,7 +227,7 @@ def _compute_dask(arrays: list) -> list[np.ndarray]:
             graph = HighLevelGraph.merge(*[a.__dask_graph__() for a in arrays])
             graph = graph.cull(set(flatten(keys)))
             res = dask.core.get(dict(graph), keys)
-            return [_nested_block(r) for r in res]
+            return [nested_block(r) for r in res]
         except (
             AttributeError,
             ImportError,
