@@ -83,7 +83,11 @@ class AtmosAccessor(_Base):
 
 
     def rollout(self, model: Any = None, init: Any = None, days: float | None = None, **kwargs: Any) -> xr.Dataset:
-        """Forecast from this dataset's initial conditions (:func:`atmos.rollout.rollout`)."""
+        """Forecast from this dataset's initial conditions (:func:`atmos.rollout.rollout`).
+
+        ``kwargs`` are those of :func:`~atmos.rollout.rollout`, ensembles included, e.g.
+        ``members=8, perturbation="bred", perturbation_scale=0.1`` (see :mod:`atmos.rollout.perturbations`).
+        """
         from atmos.rollout.api import rollout
 
         return rollout(model, self._obj, init, days, **kwargs)

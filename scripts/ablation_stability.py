@@ -39,6 +39,7 @@ VARIANTS: dict[str, tuple[Path, list[str], list[str] | None]] = {
     "truncated_4": (tsm.BASE_CONFIG, ["multistep.gradient=truncated:4"], []),
     "one_step": (tsm.BASE_CONFIG, ["multistep.maximum=1", "multistep.epoch_increment=0"], None),
     "no_day_of_year": (tsm.BASE_CONFIG, ["data.forcings=[toa_incident_solar_radiation]"], []),
+    "amse": (tsm.BASE_CONFIG, ["loss.name=amse"], []),
     "unet_gru": (
         REPO / "configs" / "unet_gru_speedy.yaml",
         [],
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="default")
     p.add_argument("--table", action="store_true", help="print the accumulated results as markdown")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--inits", default="2019-12-20/2020-01-10/12h",
+                   help="validation initial times (a model with 2 history steps needs 2019-12-20T06 or later)")
     p.add_argument("--steps-per-epoch", type=int, default=80,
                    help="optimizer steps per epoch in both stages (default 80 = the default recipe; 40 halves the budget)")
     args = p.parse_args(argv)
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         if variant is not None:
             ckpt, entry["train_s"] = train(variant, args.out)
         entry["checkpoint"] = str(ckpt)
-        entry["score"] = score(ckpt, args.data)
+        entry["score"] = score(ckpt, args.data, args.inits)
+        entry["inits"] = args.inits
         results = json.loads(res_path.read_text()) if res_path.is_file() else {}
         results[name] = entry
         res_path.write_text(json.dumps(results, indent=1))

@@ -47,3 +47,44 @@ def speedy_path() -> Path:
     if path is None:
         pytest.skip("SPEEDY-world data not available (no ../shared/data and no ATMOS_DATA with the cubes)")
     return path
+
+
+# -- a throwaway local SLURM cluster (scripts/slurm_cluster.py) -------------------------------------------
+
+
+def _load_slurm_harness():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("atmos_slurm_cluster", REPO / "scripts" / "slurm_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster (munged, slurmctld, slurmd) in a temporary folder, for the session.
+
+    Skips (with the reason) where SLURM/munge are not installed, this is not root, or the
+    daemons do not come up; the daemons are stopped by their process ids afterwards.
+    ``cluster.env`` is the environment for ``sbatch``/``squeue``/``atmos slurm --submit``.
+    """
+    harness = _load_slurm_harness()
+    why = harness.missing_requirements()
+    if why:
+        pytest.skip(f"no local SLURM cluster: {why}")
+    # a short folder: munged's socket path must fit in sockaddr_un (108 bytes)
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="atmos-slurm-"))
+    cluster = harness.LocalSlurmCluster(root, cpus=2, kill_wait=30)
+    try:
+        cluster.start()
+    except harness.SlurmUnavailable as err:
+        pytest.skip(f"the local SLURM cluster did not start: {err}")
+    yield cluster
+    cluster.stop()
+    if os.environ.get("ATMOS_SLURM_KEEP") != "1":  # ATMOS_SLURM_KEEP=1 keeps the logs for debugging
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

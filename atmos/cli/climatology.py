@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atmos.cli._cluster import add_cluster_arguments, dask_cluster
 from atmos.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -35,14 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="weights over the window: triangular (default, WeatherBench2: linearly decaying) or flat")
     p.add_argument("--hour-step", type=int, default=6, metavar="H", help="hours of the climatology: 0, H, 2H ... (default 6)")
     p.add_argument("--daily", action="store_true", help="one daily climatology pooling all hours (no hour dimension)")
+    p.add_argument("--information", type=float, metavar="FRACTION",
+                   help="lossy compression: bit-round each variable to keep this fraction of its real information "
+                   "(0 < FRACTION <= 1, e.g. 0.99; see `atmos compress`); default lossless")
+    add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from atmos.io.climatology import compute_climatology, save_climatology
     from atmos.io import open_dataset
+    from atmos.io.compression import check_information
     from atmos.metrics.variables import parse_variable
 
+    information = check_information(args.information)  # before the long computation
     ds = open_dataset(args.source)
     if args.time:
         have = ds.indexes["time"]
@@ -55,12 +62,29 @@ def run(args: argparse.Namespace) -> int:
     names = None
     if args.variables:
         names = list(dict.fromkeys(parse_variable(v).name for v in args.variables))
-    clim = compute_climatology(ds, hour_step=None if args.daily else args.hour_step, window=args.window, variables=names,
-                               window_weights=args.window_weights)
-    out = save_climatology(clim, Path(args.output))
+    with dask_cluster(args):  # --cluster slurm: a dask-jobqueue SLURMCluster computes it
+        clim = compute_climatology(ds, hour_step=None if args.daily else args.hour_step, window=args.window,
+                                   variables=names, window_weights=args.window_weights)
+        out = save_climatology(clim, Path(args.output), information=information)
     dims = ", ".join(f"{d}={n}" for d, n in clim.sizes.items())
     print(f"climatology of {args.source}: {len(clim.data_vars)} variable(s) ({', '.join(map(str, clim.data_vars))})")
     print(f"  from {clim.attrs['n_samples']} time steps, {clim.attrs['period']}, window {args.window} days")
     print(f"  dims {dims}")
-    print(f"wrote {out}")
+    print(f"wrote {out}: {_size_summary(out)}")
     return 0
+
+
+def _size_summary(path: Path) -> str:
+    """``N MB, ratio R`` from the ``atmos_compression`` record of a written file or store."""
+    import json
+
+    import xarray as xr
+
+    opener = xr.open_dataset if path.suffix == ".nc" else xr.open_zarr
+    with opener(path) as ds:
+        rec = json.loads(ds.attrs.get("atmos_compression", "{}"))
+    ratio, stored = rec.get("ratio"), rec.get("nbytes_stored")
+    if not ratio or not stored:
+        return "compressed"
+    how = "lossless" if rec.get("information") is None else f"{100 * rec['information']:g} % of the information kept"
+    return f"{stored / 1e6:.1f} MB, compression ratio {ratio:.2f} ({how})"

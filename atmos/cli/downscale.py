@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         ds = coarsen_conservative(ds, int(meta["factor"]))
     result = downscale(ds, model, meta, batch_size=args.batch_size)
     if out.endswith(".zarr"):
-        result.to_zarr(out, mode="w")
+        from atmos.io.compression import write_compressed
+
+        write_compressed(result, out, what="atmos downscale")  # lossless, atomic, sizes in attrs
     else:
         from atmos.io.write import write_netcdf
 

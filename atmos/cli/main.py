@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "catalog": "atmos.cli.catalog",
     "check": "atmos.cli.check",
     "climatology": "atmos.cli.climatology",
+    "compress": "atmos.cli.compress",
     "config": "atmos.cli.config",
     "downscale": "atmos.cli.downscale",
     "evaluate": "atmos.cli.evaluate",

@@ -23,15 +23,32 @@ examples:
   atmos rollout --init 2020-01-01 --days 10                        # embedded sample model and data
   atmos rollout --model runs/vit_speedy --data speedy-world-val --init 2020-01-01/2020-01-05 --days 5
   atmos rollout --init 2020-01-01 --days 10 --members 8 --perturb 0.05 --perturb-length-scale 500
+  atmos rollout --init 2020-01-03 --days 5 --members 8 --perturbation bred --perturbation-scale 0.1
+  atmos rollout --init 2020-01-03 --days 5 --members 8 --perturbation lagged --perturbation-option lag=12h
   atmos rollout --model runs/unet_gru_speedy --data speedy-world-val --init 2020-01-01 --days 10 --keep-native
   atmos rollout --init 2020-01-01 --days 10 --resume               # complete an interrupted run
   atmos rollout --model runs/vit_speedy --data speedy-world-val --init 2020-01-01 --days 5 --decoder runs/tp_decoder
 
 --init takes a date (2020-01-01), a datetime (2020-01-01T06), a comma-separated list, or a
 range START/END (daily) or START/END/12h. The output is a Zarr store in the WeatherBench2
-forecast layout (time x prediction_timedelta x [member] x [level] x latitude x longitude),
+forecast layout (time x prediction_timedelta x [realization] x [level] x latitude x longitude),
 written lead by lead; an interrupted store opens and says how far it got
-(attribute atmos_completed_steps); --resume completes it.
+(attribute atmos_completed_steps); --resume completes it. The ensemble dim is 'realization',
+WeatherBench2's default (--ensemble-dim member for the name atmos wrote before).
+
+Ensembles (--members N): --perturbation METHOD picks how the members differ (member 0 is the
+unperturbed control, or for lagged the forecast from --init itself):
+  gaussian          Gaussian noise in normalized space (--perturb S is its shorthand;
+                    --perturb-length-scale KM smooths it)
+  spherical         isotropic spherical-harmonic Gaussian noise, lat-lon or HEALPix
+                    (options length_scale_km=1000, decay, lmax)
+  bred              bred vectors: cycles of the model itself before --init, the member
+                    differences rescaled to RMS --perturbation-scale (options cycles=4, cycle=12h,
+                    paired=false)
+  lagged            member j starts at init - j x lag (option lag, default the model step),
+                    all valid at the same times; no scale
+  temporal-dropout  Monte-Carlo dropout of older input history steps, rate --perturbation-scale
+                    (models with history >= 2; options fill=nearest|zero, every_step=true)
 
 --decoder PATH (repeatable) attaches a lightweight decoder (a run of `atmos train` with
 `task: decoder`) that diagnoses new variables, e.g. total_precipitation_6hr, from the
@@ -75,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="INTERVAL",
         help="output interval, a multiple of the model step (default: the model's)",
     )
-    p.add_argument("--members", type=int, help="ensemble members (adds a member dimension)")
+    p.add_argument("--members", type=int, help="ensemble members (adds the ensemble dimension)")
     p.add_argument(
         "--perturb",
         type=float,
@@ -88,6 +105,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="KM",
         help="spatial correlation length of the perturbation (default: uncorrelated)",
+    )
+    p.add_argument(
+        "--perturbation",
+        metavar="METHOD",
+        help="ensemble perturbation method: gaussian, spherical, bred, lagged, temporal-dropout (see below)",
+    )
+    p.add_argument(
+        "--perturbation-scale",
+        type=float,
+        metavar="S",
+        help="the method's scale: noise std (gaussian, spherical), bred-vector RMS, dropout rate",
+    )
+    p.add_argument(
+        "--perturbation-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an option of the method, e.g. cycles=2, lag=12h, length_scale_km=1000; repeatable",
+    )
+    p.add_argument(
+        "--ensemble-dim",
+        choices=["realization", "member"],
+        default="realization",
+        help="name of the ensemble dimension (default realization, what WeatherBench2 reads)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
     p.add_argument("--out", metavar="PATH.zarr", help="output store (default ./forecast_<model>_<init>.zarr)")
@@ -126,6 +167,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--information", type=float, metavar="FRACTION",
+        help="lossy compression of --out: bit-round each variable to keep this fraction of its real information "
+        "(0 < FRACTION <= 1, e.g. 0.99; see `atmos compress`); default lossless",
+    )
     p.set_defaults(func=run)
 
 
@@ -141,9 +187,12 @@ def _lead_summary(ds) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atmos.io.compression import check_information
     from atmos.rollout.api import default_output_path, parse_init, rollout
     from atmos.rollout.forecaster import Forecaster
     from atmos.rollout.sample import SAMPLE_DEFAULT_INIT, SAMPLE_NOTE, sample_data_path
+
+    information = check_information(args.information)  # before the model is loaded
 
     fc = Forecaster.from_checkpoint(args.model, device=args.device, decoders=args.decoder)
     is_sample = args.model is None
@@ -170,13 +219,7 @@ def run(args: argparse.Namespace) -> int:
         days = 10.0
     members = args.members
     perturb = args.perturb
-    if members is not None and members > 1 and perturb is None:
-        raise ConfigError(
-            f"--members {members} without --perturb gives {members} identical forecasts; pass --perturb SIGMA "
-            "(e.g. 0.05, in units of each variable's std)."
-        )
-    if perturb and (members is None or members < 2):
-        raise ConfigError("--perturb needs an ensemble: pass --members N with N >= 2.")
+    _check_ensemble_args(members, perturb, args.perturbation, args.perturbation_scale)
     out = Path(args.out) if args.out else default_output_path(fc.name, inits)
     native = None
     if args.keep_native is not None:
@@ -203,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         members=members,
         perturb=perturb or 0.0,
         perturb_length_scale=args.perturb_length_scale,
+        perturbation=args.perturbation,
+        perturbation_scale=args.perturbation_scale,
+        perturbation_options=args.perturbation_option,
+        ensemble_dim=args.ensemble_dim,
         seed=args.seed,
         out=out,
         resume=args.resume,
@@ -212,9 +259,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress and sys.stderr.isatty(),
         assume_units=_parse_units(args.assume_units),
+        information=information,
     )
     n_init = ds.sizes["time"]
-    ens = f" x {ds.sizes['member']} members" if "member" in ds.dims else ""
+    dim = next((d for d in ("realization", "member") if d in ds.dims), None)
+    ens = f" x {ds.sizes[dim]} members ({dim!r} dim; {ds.attrs.get('atmos_perturbation')})" if dim else ""
     print(f"forcings: {_forcing_summary(ds)}")
     print(
         f"wrote {out.resolve()}: {n_init} initial time(s) x {_lead_summary(ds)}{ens}; variables "
@@ -223,6 +272,26 @@ def run(args: argparse.Namespace) -> int:
     if native is not None:
         print(f"native-grid forecast: {native.resolve()}")
     return 0
+
+
+def _check_ensemble_args(members: int | None, perturb: float | None, method: str | None,
+                         scale: float | None) -> None:
+    """Members that would all be equal, or a perturbation without members: a ConfigError naming the fix."""
+    ensemble = members is not None and members > 1
+    if ensemble and perturb is None and method is None:
+        raise ConfigError(
+            f"--members {members} without --perturb or --perturbation gives {members} identical forecasts; pass "
+            "--perturb SIGMA (Gaussian, e.g. 0.05, in units of each variable's std) or --perturbation METHOD "
+            "(gaussian, spherical, bred, lagged, temporal-dropout) with --perturbation-scale S."
+        )
+    if ensemble and method is not None and method != "lagged" and scale is None and perturb is None:
+        raise ConfigError(
+            f"--perturbation {method} needs --perturbation-scale S (the noise std, bred-vector RMS or dropout rate); "
+            "only --perturbation lagged has no scale."
+        )
+    if (perturb or scale or method == "lagged") and not ensemble:
+        flag = "--perturb" if perturb else "--perturbation"
+        raise ConfigError(f"{flag} needs an ensemble: pass --members N with N >= 2.")
 
 
 def _hours(td) -> str:

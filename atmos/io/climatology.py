@@ -64,7 +64,6 @@ import pandas as pd
 import xarray as xr
 
 from atmos.errors import ConfigError, DataError
-from atmos.io.write import write_netcdf
 
 __all__ = [
     "DAYS",
@@ -384,14 +383,19 @@ def load_climatology(path: str | Path) -> xr.Dataset:
     return _normalize_climatology(clim)
 
 
-def save_climatology(clim: xr.Dataset, path: str | Path) -> Path:
-    """Write a climatology to netCDF (``.nc``) or zarr (any other suffix); returns the path."""
+def save_climatology(clim: xr.Dataset, path: str | Path, *, information: float | None = None) -> Path:
+    """Write a climatology to netCDF (``.nc``) or zarr (any other suffix), compressed; returns the path.
+
+    Lossless by default (netCDF: zlib + shuffle; zarr: :data:`atmos.io.compression.LOSSLESS`);
+    ``information`` in (0, 1] bit-rounds each variable to keep that fraction of its real information
+    first. Ratio, errors and kept bits are recorded in ``attrs["atmos_compression"]``
+    (:func:`atmos.io.compression.write_compressed`); the write is atomic.
+    """
+    from atmos.io.compression import write_compressed
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".nc", ".nc4", ".netcdf"):
-        write_netcdf(clim, path, what="atmos climatology")
-    else:
-        clim.to_zarr(path, mode="w")
+    write_compressed(clim, path, information=information, what="atmos climatology")
     return path
 
 

@@ -433,7 +433,11 @@ def save_stats(stats: xr.Dataset, path: str | os.PathLike) -> None:
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr v3 warns that string arrays are not in the spec yet
-            stats.assign_attrs(Conventions=CONVENTIONS).to_zarr(path, mode="w", consolidated=True)
+            from atmos.io.compression import zarr_encoding
+
+            stats.assign_attrs(Conventions=CONVENTIONS).to_zarr(
+                path, mode="w", consolidated=True, encoding=zarr_encoding(stats)  # lossless Blosc/Zstandard
+            )
 
 
 def load_stats(path: str | os.PathLike) -> xr.Dataset:

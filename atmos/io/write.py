@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,10 @@ def _encoding(ds: xr.Dataset, complevel: int) -> dict[str, dict]:
     return enc
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, complevel: int = 4, what: str = "atmos") -> Path:
+def write_netcdf(
+    ds: xr.Dataset, path: str | os.PathLike, *, complevel: int = 4, what: str = "atmos",
+    finalize: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``ds`` to a compressed netCDF4 file at ``path`` (atomically); returns the path.
 
     Parameters
@@ -43,6 +47,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, complevel: int = 4,
         zlib level 1..9 (lossless; 4 is the usual speed/size balance).
     what : str
         The producer named in the ``history`` attribute (e.g. ``"atmos climatology"``).
+    finalize : callable ``(temporary path) -> None``, optional
+        Called on the written file before it is renamed into place (e.g. to measure it and add
+        attributes: :func:`atmos.io.compression.write_compressed`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +61,8 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, complevel: int = 4,
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(out, complevel))
+        if finalize is not None:
+            finalize(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

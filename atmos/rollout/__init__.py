@@ -13,7 +13,9 @@ store lead by lead; :mod:`atmos.rollout.forcings` computes forcings for future t
 Modules, one job each (lowest first): ``times`` (intervals, initial times), ``tables``
 (channel tables and model grid from checkpoint meta or statistics), ``loading`` (checkpoint
 files, provenance, device), ``reading`` (xarray -> checked arrays, normalization),
-``checks`` (history of an initial time, NaN/Inf of a state), ``perturbation``,
+``checks`` (history of an initial time, NaN/Inf of a state), ``perturbation`` (the interface and
+the Gaussian method), ``perturb_spherical``/``perturb_bred``/``perturb_lagged``/``perturb_dropout``
+(the other methods), ``perturbations`` (the registry by name: :func:`make_perturbation`),
 ``forcings`` (astronomy), ``context`` (per-data regridders, statics, forcing functions),
 ``decoders``, ``state`` (RolloutState, its resume copy), ``forecaster``, ``layout``
 (WeatherBench2 layout), ``plan``, ``lock``/``writer``, ``stores`` (create/resume/close),
@@ -23,7 +25,8 @@ files, provenance, device), ``reading`` (xarray -> checked arrays, normalization
 from atmos.rollout.api import RolloutPlan, default_output_path, parse_init, plan_rollout, rollout, run_plan
 from atmos.rollout.forecaster import Forecaster
 from atmos.rollout.loading import load_checkpoint_files
-from atmos.rollout.perturbation import Perturbation
+from atmos.rollout.perturbation import Perturbation, PerturbationMethod
+from atmos.rollout.perturbations import make_perturbation
 from atmos.rollout.state import RolloutState
 from atmos.rollout.forcings import ToaCalibration, calibrate_toa, toa_incident_solar_radiation
 from atmos.rollout.writer import ForecastWriter, read_progress
@@ -32,12 +35,14 @@ __all__ = [
     "ForecastWriter",
     "Forecaster",
     "Perturbation",
+    "PerturbationMethod",
     "RolloutPlan",
     "RolloutState",
     "ToaCalibration",
     "calibrate_toa",
     "default_output_path",
     "load_checkpoint_files",
+    "make_perturbation",
     "parse_init",
     "plan_rollout",
     "read_progress",

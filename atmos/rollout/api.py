@@ -6,7 +6,8 @@ the data once (a :class:`~atmos.rollout.plan.RolloutPlan`; nothing is written ye
 :class:`atmos.rollout.forecaster.Forecaster` (``encode / advance / decode``) lead by lead.
 
 The result is a WeatherBench2 forecast (:mod:`atmos.rollout.layout`): dims ``time`` (initial
-time), ``prediction_timedelta`` (lead, 0 included), optional ``member``, then ``level`` and the
+time), ``prediction_timedelta`` (lead, 0 included), optional ``realization`` (the ensemble dim
+WeatherBench2 reads by default; ``ensemble_dim="member"`` for the older name), then ``level`` and the
 data's spatial dims; canonical variable names, physical units, CF attributes
 (``forecast_reference_time``, ``forecast_period``, a 2-D ``valid_time``) and the
 provenance of the run (model, checkpoint hash, data source, atmos version). With
@@ -66,6 +67,11 @@ def rollout(
     callback: Callable[[int, int], None] | None = None,
     decoders: Any = None,
     assume_units: Mapping[str, str] | None = None,
+    perturbation: Any = None,
+    perturbation_scale: float | None = None,
+    perturbation_options: Any = None,
+    ensemble_dim: str = "realization",
+    information: float | None = None,
 ) -> xr.Dataset:
     """Roll a model out from one or several initial times.
 
@@ -90,13 +96,28 @@ def rollout(
         Output interval (default: the model's step). Must be a multiple of the
         model's step; the model still advances by its own step.
     members : int, optional
-        Ensemble size; adds a ``member`` dimension (None: deterministic, no member dim).
+        Ensemble size; adds the ensemble dimension (``ensemble_dim``; None: deterministic, no
+        ensemble dim).
     perturb : float
-        Std of the Gaussian initial perturbation in normalized units (members > 1).
+        Std of the Gaussian initial perturbation in normalized units (members > 1): the
+        shorthand of ``perturbation="gaussian", perturbation_scale=perturb``.
     perturb_length_scale : float, optional
         Correlation length of the perturbation in km (default: uncorrelated).
     seed : int
         Seed of the perturbations (initial time ``i`` uses ``seed + i``).
+    perturbation : str or PerturbationMethod, optional
+        The perturbation method (:mod:`atmos.rollout.perturbations`): ``"gaussian"``,
+        ``"spherical"``, ``"bred"``, ``"lagged"``, ``"temporal-dropout"``, or a method object
+        (e.g. ``BredVectorPerturbation(0.1, cycles=2)``). Default: Gaussian with ``perturb``.
+    perturbation_scale : float, optional
+        The method's scale: the noise std (gaussian, spherical), the bred vectors' RMS (bred), the
+        dropout rate (temporal-dropout); the lagged method has none.
+    perturbation_options : mapping or list of ``"KEY=VALUE"``, optional
+        The method's other options, e.g. ``{"cycles": 2, "cycle": "12h"}`` for bred vectors,
+        ``{"lag": "12h"}`` for a lagged ensemble, ``{"length_scale_km": 1000}`` for spherical noise.
+    ensemble_dim : {"realization", "member"}
+        Name of the ensemble dimension written: ``realization`` (default) is WeatherBench2's
+        default ``ensemble_dim``; ``member`` what atmos wrote before. atmos reads both.
     out : path, optional
         Zarr store to stream the forecast into; None keeps it in memory (small runs).
     resume : bool
@@ -135,11 +156,15 @@ def rollout(
         Units of data variables (names as in ``data``) whose ``units`` attribute is missing or
         wrong, e.g. ``{"t2m": "degC"}``; converted to canonical units. Inputs are always checked
         against plausible ranges (:func:`atmos.io.names.check_plausible`).
+    information : float in (0, 1], optional
+        Lossy compression of ``out`` (and ``native_out``): bit-round every variable to keep this
+        fraction of its real information (:mod:`atmos.io.compression`; kept bits fixed on lead 0,
+        errors and sizes in ``attrs["atmos_compression"]``). None (default): lossless.
 
     Returns
     -------
     xarray.Dataset
-        Dims ``(time, prediction_timedelta, [member], [level], *spatial)``; opened
+        Dims ``(time, prediction_timedelta, [realization], [level], *spatial)``; opened
         lazily from ``out`` when given, else in memory.
 
     Raises
@@ -151,9 +176,10 @@ def rollout(
     plan = plan_rollout(
         model, data, init, days, steps=steps, step=step, members=members, perturb=perturb,
         perturb_length_scale=perturb_length_scale, seed=seed, forcings=forcings, stats=stats, device=device,
-        decoders=decoders, assume_units=assume_units, native=native_out is not None,
+        decoders=decoders, assume_units=assume_units, native=native_out is not None, perturbation=perturbation,
+        perturbation_scale=perturbation_scale, perturbation_options=perturbation_options, ensemble_dim=ensemble_dim,
     )
     return run_plan(
         plan, out=out, native_out=native_out, resume=resume, overwrite=overwrite, progress=progress,
-        callback=callback,
+        callback=callback, information=information,
     )

@@ -1,8 +1,11 @@
 """The WeatherBench2 layout of a forecast: its variables, dims, coordinates and encoding.
 
-Dims ``time`` (initial time), ``prediction_timedelta`` (lead, 0 included), optional
-``member``, then ``level`` and the spatial dims (the data's grid, or the model's native grid);
+Dims ``time`` (initial time), ``prediction_timedelta`` (lead, 0 included), optional ensemble
+dim, then ``level`` and the spatial dims (the data's grid, or the model's native grid);
 CF attributes (``forecast_reference_time``, ``forecast_period``, a 2-D ``valid_time``).
+The ensemble dim is ``realization`` by default, the name WeatherBench2 reads without options
+(its ``ensemble_dim`` default); ``member`` (what atmos wrote before) on request. atmos reads
+both (:data:`ENSEMBLE_DIMS`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from atmos.rollout.context import DataContext
 
 __all__ = [
     "DECODER_COMMENT",
+    "DEFAULT_ENSEMBLE_DIM",
+    "ENSEMBLE_DIMS",
+    "check_ensemble_dim",
     "Layout",
     "dataset_from_layout",
     "encoding",
@@ -137,7 +143,24 @@ def _shape_variables(
             v["shape"] = lead_shape + (len(v["levels"]),) + sshape
 
 
-def _time_coords(inits: pd.DatetimeIndex, leads: np.ndarray, members: int | None) -> dict[str, Any]:
+#: The ensemble dimension names a forecast may be written with (the first is the default).
+ENSEMBLE_DIMS: tuple[str, ...] = ("realization", "member")
+#: The ensemble dimension written by default: WeatherBench2's ``ensemble_dim`` default.
+DEFAULT_ENSEMBLE_DIM = ENSEMBLE_DIMS[0]
+
+
+def check_ensemble_dim(name: Any) -> str:
+    """``name`` if it is one of :data:`ENSEMBLE_DIMS`, else a ConfigError listing them."""
+    if name not in ENSEMBLE_DIMS:
+        raise ConfigError(
+            f"ensemble_dim must be one of {list(ENSEMBLE_DIMS)} (--ensemble-dim), got {name!r}; 'realization' is "
+            "what WeatherBench2 reads by default, 'member' the name atmos wrote before."
+        )
+    return str(name)
+
+
+def _time_coords(inits: pd.DatetimeIndex, leads: np.ndarray, members: int | None,
+                 ensemble_dim: str = DEFAULT_ENSEMBLE_DIM) -> dict[str, Any]:
     lead_td = pd.to_timedelta(leads)
     coords: dict[str, Any] = {
         "time": ("time", inits.values, {"standard_name": "forecast_reference_time", "long_name": "initial time"}),
@@ -153,8 +176,8 @@ def _time_coords(inits: pd.DatetimeIndex, leads: np.ndarray, members: int | None
         ),
     }
     if members is not None:
-        coords["member"] = (
-            "member",
+        coords[ensemble_dim] = (
+            ensemble_dim,
             np.arange(members),
             {"long_name": "ensemble member", "standard_name": "realization"},
         )
@@ -190,6 +213,7 @@ def forecast_layout(
     leads: np.ndarray,
     members: int | None,
     native: bool,
+    ensemble_dim: str = DEFAULT_ENSEMBLE_DIM,
 ) -> Layout:
     """Dims, coordinates and attributes of the forecast (data grid, or native model grid).
 
@@ -200,7 +224,9 @@ def forecast_layout(
     inits : pandas.DatetimeIndex ``[N]``
     leads : numpy.ndarray ``[L]`` timedelta64[ns]
     members : int or None
-        Ensemble size (None: no ``member`` dim).
+        Ensemble size (None: no ensemble dim).
+    ensemble_dim : {"realization", "member"}
+        Name of the ensemble dim (:data:`ENSEMBLE_DIMS`).
 
     Raises
     ------
@@ -208,11 +234,12 @@ def forecast_layout(
         A variable is both predicted and diagnosed, or both with and without a level.
     """
     grid, sdims, scoords = _spatial(model_grid, ctx, native)
-    lead_dims: tuple[str, ...] = ("time", "prediction_timedelta") + (("member",) if members is not None else ())
+    ens = check_ensemble_dim(ensemble_dim)
+    lead_dims: tuple[str, ...] = ("time", "prediction_timedelta") + ((ens,) if members is not None else ())
     lead_shape = (len(inits), len(leads)) + ((members,) if members is not None else ())
     variables = _variables(channels, ctx.ds)
     _shape_variables(variables, lead_dims, lead_shape, sdims, tuple(grid.shape))
-    coords = _time_coords(inits, leads, members)
+    coords = _time_coords(inits, leads, members, ens)
     level = _level_coord(variables, ctx.ds, len(lead_dims))
     if level is not None:
         coords["level"] = level

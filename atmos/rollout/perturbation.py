@@ -2,9 +2,10 @@
 
 The Gaussian method is the home of what every perturbation method shares: the interface
 (:class:`PerturbationMethod`, a Protocol: ``apply(forecaster, data, init, members=..., seed=...)``
--> the initial :class:`~atmos.rollout.state.RolloutState` of the members), the checks of a scale
-and of a member count, and the area-weighted RMS of a perturbation (:func:`weighted_rms`). The
-other methods live in ``perturb_*.py``; :mod:`atmos.rollout.perturbations` selects one by name.
+-> the initial :class:`~atmos.rollout.state.RolloutState` of the members, and ``advance`` -> one
+model step, where a method may act on the input window at every step), the check of a scale, and
+the area-weighted RMS of a perturbation (:func:`weighted_rms`). The other methods live in
+``perturb_*.py``; :mod:`atmos.rollout.perturbations` selects one by name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from atmos.rollout.tables import model_latlon
 
 __all__ = [
     "EARTH_RADIUS_KM", "Perturbation", "PerturbationMethod", "PerturbationNoise", "area_weights_like",
-    "check_scale", "smoother", "weighted_rms",
+    "check_scale", "hours", "smoother", "weighted_rms",
 ]
 
 EARTH_RADIUS_KM = 6371.0
@@ -35,8 +36,11 @@ class PerturbationMethod(Protocol):
     ``temporal-dropout``); ``params()`` the parameters recorded in the forecast's
     ``atmos_perturbation`` attribute; ``check`` refuses, before anything is written, an
     initial time whose data the method cannot have (e.g. the history bred vectors cycle
-    through); ``apply`` gives the members' initial state (member 0 is the unperturbed
-    control wherever the method has one). The same ``seed`` gives the same members.
+    through) or a model it cannot perturb; ``apply`` gives the members' initial state
+    ``history [members, H, C_in, *model_grid]`` (member 0 is the unperturbed control wherever
+    the method has one); ``advance`` makes one model step of all members (``forecaster.advance``
+    for every method but those acting on the input window at each step). The same ``seed``
+    gives the same members.
     """
 
     method: str
@@ -50,6 +54,8 @@ class PerturbationMethod(Protocol):
     def apply(self, forecaster: Any, data: Any, init: Any, *, members: int, seed: int, forcings: str = "auto",
               context: Any = None) -> Any: ...
 
+    def advance(self, forecaster: Any, state: Any, seed: int) -> Any: ...
+
 
 def check_scale(what: str, value: float, upper: float | None = None) -> float:
     """``value`` as a float >= 0 (and < ``upper``), else a ConfigError naming ``what``."""
@@ -61,6 +67,13 @@ def check_scale(what: str, value: float, upper: float | None = None) -> float:
         bound = f" and < {upper:g}" if upper is not None else ""
         raise ConfigError(f"{what} must be a number >= 0{bound}, got {value!r}.")
     return v
+
+
+def hours(td: Any) -> str:
+    """A duration as ``"12h"`` (for descriptions)."""
+    import pandas as pd
+
+    return f"{pd.Timedelta(td) / pd.Timedelta('1h'):g}h"
 
 
 def area_weights_like(grid: Grid) -> torch.Tensor:
@@ -137,6 +150,10 @@ class Perturbation:
         return forecaster.encode(
             data, init, members=members, perturbation=self, seed=seed, forcings=forcings, context=context
         )
+
+    def advance(self, forecaster: Any, state: Any, seed: int) -> Any:
+        """One model step of all members: ``forecaster.advance(state)`` (the noise is initial only)."""
+        return forecaster.advance(state)
 
 
 def smoother(lat: np.ndarray, lon: np.ndarray, length_km: float) -> Any:

@@ -18,8 +18,9 @@ from torch import nn
 from atmos.errors import ConfigError
 from atmos.rollout.context import DataContext, build_context
 from atmos.rollout.forecaster import Forecaster
-from atmos.rollout.layout import Layout, forecast_layout
-from atmos.rollout.perturbation import Perturbation
+from atmos.rollout.layout import DEFAULT_ENSEMBLE_DIM, Layout, check_ensemble_dim, forecast_layout
+from atmos.rollout.perturbation import PerturbationMethod
+from atmos.rollout.perturbations import resolve_perturbation
 from atmos.rollout.times import as_timedelta, parse_init
 
 __all__ = ["RolloutPlan", "plan_rollout"]
@@ -43,8 +44,10 @@ class RolloutPlan:
     out_step : pandas.Timedelta
         Output interval; ``every`` model steps per output step.
     members : int or None
-        Ensemble size (None: no ``member`` dim; the batch is 1).
-    perturbation : Perturbation
+        Ensemble size (None: no ensemble dim; the batch is 1).
+    perturbation : PerturbationMethod
+        How the members differ (:mod:`atmos.rollout.perturbations`; the Gaussian
+        :class:`~atmos.rollout.perturbation.Perturbation` of ``--perturb``).
     seed : int
         Initial time ``i`` uses ``seed + i``.
     forcings : str
@@ -64,7 +67,7 @@ class RolloutPlan:
     out_step: pd.Timedelta
     every: int
     members: int | None
-    perturbation: Perturbation
+    perturbation: PerturbationMethod
     seed: int
     forcings: str
     layout: Layout
@@ -172,15 +175,24 @@ def _n_leads(days: float | None, steps: int | None, out_step: pd.Timedelta) -> i
     return round(n) + 1
 
 
-def _ensemble(members: Any, perturb: float, length_scale: float | None) -> Perturbation:
+def _ensemble(members: Any, pert: PerturbationMethod) -> PerturbationMethod:
     if members is not None and (
         isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1
     ):
         raise ConfigError(f"members must be an integer >= 1, got {members!r}.")
-    pert = Perturbation(float(perturb), length_scale)
-    if pert.scale > 0 and (members or 1) < 2:
-        raise ConfigError("perturb > 0 needs an ensemble: pass members >= 2 (--members N).")
+    active = pert.method == "lagged" or float(getattr(pert, "scale", 0) or 0) > 0
+    if active and (members or 1) < 2:
+        what = "perturb > 0" if pert.method == "gaussian" else f"the {pert.method!r} perturbation"
+        raise ConfigError(f"{what} needs an ensemble: pass members >= 2 (--members N).")
     return pert
+
+
+def _perturbation_config(pert: PerturbationMethod) -> dict[str, Any]:
+    """``perturb`` / ``perturb_length_scale`` for the Gaussian method (as before), else the method."""
+    if pert.method == "gaussian":
+        return {"perturb": pert.params()["scale"], "perturb_length_scale": pert.params()["length_scale_km"]}
+    return {"perturb": 0.0, "perturb_length_scale": None,
+            "perturbation": {"method": pert.method, **_json_safe(pert.params())}}
 
 
 def _json_safe(x: Any) -> Any:
@@ -194,16 +206,16 @@ def _json_safe(x: Any) -> Any:
 
 
 def _config(fc: Forecaster, ctx: DataContext, inits: pd.DatetimeIndex, n_lead: int, out_step: pd.Timedelta,
-            members: int | None, pert: Perturbation, seed: int, forcings: str) -> dict[str, Any]:
-    return {
+            members: int | None, pert: PerturbationMethod, seed: int, forcings: str,
+            ensemble_dim: str) -> dict[str, Any]:
+    config = {
         "model": fc.info.get("atmos_checkpoint"),
         "data": ctx.data_source,
         "init": [str(t) for t in inits],
         "n_lead": n_lead,
         "step": str(out_step),
         "members": members,
-        "perturb": pert.scale,
-        "perturb_length_scale": pert.length_scale_km,
+        **_perturbation_config(pert),
         "seed": int(seed),
         "forcings": forcings,
         "decoders": [
@@ -211,9 +223,12 @@ def _config(fc: Forecaster, ctx: DataContext, inits: pd.DatetimeIndex, n_lead: i
             for p in fc.decoder_provenance
         ],
     }
+    if members is not None:
+        config["ensemble_dim"] = ensemble_dim
+    return config
 
 
-def _attrs(fc: Forecaster, ctx: DataContext, out_step: pd.Timedelta, pert: Perturbation,
+def _attrs(fc: Forecaster, ctx: DataContext, out_step: pd.Timedelta, pert: PerturbationMethod,
            config: Mapping[str, Any]) -> dict[str, Any]:
     from atmos._version import __version__
 
@@ -229,6 +244,8 @@ def _attrs(fc: Forecaster, ctx: DataContext, out_step: pd.Timedelta, pert: Pertu
         "atmos_output_step": str(out_step),
         "atmos_forcings": json.dumps(ctx.forcing_notes),
         "atmos_perturbation": pert.describe(),
+        "atmos_perturbation_method": pert.method,
+        "atmos_perturbation_params": json.dumps(_json_safe(pert.params())),
         "atmos_rollout_config": json.dumps(config),
     }
     data_note = ctx.ds.attrs.get("notes") or ctx.ds.attrs.get("title")
@@ -255,6 +272,10 @@ def plan_rollout(
     decoders: Any = None,
     assume_units: Mapping[str, str] | None = None,
     native: bool = False,
+    perturbation: Any = None,
+    perturbation_scale: float | None = None,
+    perturbation_options: Any = None,
+    ensemble_dim: str = DEFAULT_ENSEMBLE_DIM,
 ) -> RolloutPlan:
     """Check every argument of a rollout and its data, once: a :class:`RolloutPlan`.
 
@@ -273,15 +294,23 @@ def plan_rollout(
     inits = parse_init(init)
     out_step, every = _output_step(fc, step)
     n_lead = _n_leads(days, steps, out_step)
-    pert = _ensemble(members, perturb, perturb_length_scale)
+    pert = _ensemble(members, resolve_perturbation(
+        perturbation, perturbation_scale, perturbation_options, perturb=perturb,
+        perturb_length_scale=perturb_length_scale,
+    ))
+    ens_dim = check_ensemble_dim(ensemble_dim)
     ds = open_data(data, fc, assume_units)
     ctx = build_context(fc, ds, np.datetime64(inits[0].to_datetime64(), "ns"), forcings)
     for t0 in inits:  # every initial time is checked before anything is written
         fc.check_init(ctx.data_times, t0)
+        pert.check(fc, ctx.data_times, t0, members or 1)
     leads = (np.arange(n_lead) * out_step.to_timedelta64()).astype("timedelta64[ns]")
-    lay = forecast_layout(fc.channels, fc.model_grid, ctx, inits, leads, members, native=False)
-    native_lay = forecast_layout(fc.channels, fc.model_grid, ctx, inits, leads, members, native=True) if native else None
-    config = _config(fc, ctx, inits, n_lead, out_step, members, pert, seed, forcings)
+    lay = forecast_layout(fc.channels, fc.model_grid, ctx, inits, leads, members, native=False, ensemble_dim=ens_dim)
+    native_lay = (
+        forecast_layout(fc.channels, fc.model_grid, ctx, inits, leads, members, native=True, ensemble_dim=ens_dim)
+        if native else None
+    )
+    config = _config(fc, ctx, inits, n_lead, out_step, members, pert, seed, forcings, ens_dim)
     attrs = _attrs(fc, ctx, out_step, pert, config)
     native_attrs = {**attrs, "title": f"atmos forecast on the model's native grid: {fc.name}"}
     return RolloutPlan(

@@ -89,15 +89,15 @@ def _run_init(run: _Run, i: int, t0: pd.Timestamp) -> None:
     if start > 0 and run.stores.main is not None:
         state = load_state(run.stores.main.path, i, start - 1, fc.device, plan.context, t0)
     k_state = start - 1 if state is not None else 0
+    pert, seed = plan.perturbation, plan.seed + i
     if state is None:
-        state = fc.encode(
-            plan.data, t0, members=plan.batch, perturbation=plan.perturbation, seed=plan.seed + i,
-            forcings=plan.forcings, context=plan.context,
+        state = pert.apply(
+            fc, plan.data, t0, members=plan.batch, seed=seed, forcings=plan.forcings, context=plan.context
         )
     for k in range(k_state, plan.n_lead):
         if k > k_state:
             for _ in range(plan.every):
-                state = fc.advance(state)
+                state = pert.advance(fc, state, seed)
         if k < start:
             run.last = (i, k, state)
             continue
@@ -130,6 +130,7 @@ def run_plan(
     overwrite: bool = False,
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
+    information: float | None = None,
 ) -> xr.Dataset:
     """Run a plan: stream it into ``out`` (and ``native_out``) lead by lead, or keep it in memory.
 
@@ -142,7 +143,7 @@ def run_plan(
     xarray.Dataset
         Opened lazily from ``out`` when given, else in memory.
     """
-    stores = open_stores(plan, out, native_out, resume=resume, overwrite=overwrite)
+    stores = open_stores(plan, out, native_out, resume=resume, overwrite=overwrite, information=information)
     mem = None
     if stores.main is None:
         mem = {n: np.full(v["shape"], np.nan, np.float32) for n, v in plan.layout.variables.items()}

@@ -130,6 +130,8 @@ def check_resume(path: Path, config: Mapping[str, Any], attrs: Mapping[str, Any]
     prev = read_progress(path)
     old = json.loads(prev.get("atmos_rollout_config", "{}"))
     old.setdefault("decoders", [])  # stores written before decoders existed had none
+    if old.get("members") is not None:  # stores written before the ensemble dim could be named had 'member'
+        old.setdefault("ensemble_dim", "member")
     # the model and the decoders are identified by their weights hash, not by where they were
     # loaded from: the same weights from a checkpoint folder or in memory resume each other
     legacy = prev.get("atmos_checkpoint_hash") != HASH_METHOD
@@ -154,10 +156,19 @@ def check_resume(path: Path, config: Mapping[str, Any], attrs: Mapping[str, Any]
 
 
 def _open(plan: RolloutPlan, path: Path, lo: Layout, attrs: dict[str, Any], resume: bool, overwrite: bool,
-          stores: Stores) -> ForecastWriter:
+          stores: Stores, information: float | None = None) -> ForecastWriter:
     if resume and path.exists():
         check_resume(path, plan.config, attrs)
         w = ForecastWriter.open(path)
+        if w.information != information:
+            w.close("interrupted")
+            was = "lossless" if w.information is None else f"--information {w.information:g}"
+            raise ConfigError(
+                f"cannot resume {str(path)!r}: it was written {was}, now "
+                f"{'lossless' if information is None else f'--information {information:g}'} is asked for. Rerun "
+                f"with {'no --information' if w.information is None else f'--information {w.information:g}'}, or "
+                "pass --overwrite to start over."
+            )
         for i, k, reason in w.repaired:
             warnings.warn(
                 f"{str(path)!r}: initial time #{i} has a hole at lead {k} ({reason}); --resume rewrites "
@@ -167,25 +178,34 @@ def _open(plan: RolloutPlan, path: Path, lo: Layout, attrs: dict[str, Any], resu
             )
         return w
     tpl = dataset_from_layout(lo, {n: lazy_nan(v["shape"]) for n, v in lo.variables.items()}, attrs)
-    w = ForecastWriter.create(path, tpl, overwrite=overwrite, encoding=encoding(lo))
+    w = ForecastWriter.create(path, tpl, overwrite=overwrite, encoding=encoding(lo), information=information)
     stores.created.append(w)
     return w
 
 
-def open_stores(plan: RolloutPlan, out: Any, native_out: Any, *, resume: bool, overwrite: bool) -> Stores:
+def open_stores(plan: RolloutPlan, out: Any, native_out: Any, *, resume: bool, overwrite: bool,
+                information: float | None = None) -> Stores:
     """Check the paths (:func:`check_outputs`), then create or resume the stores of a plan.
+
+    ``information`` in (0, 1] bit-rounds every variable to keep that fraction of its real
+    information (None: lossless; a resumed store must have been written with the same value).
 
     A store created here is discarded again when the next one cannot be opened.
     """
+    from atmos.io.compression import check_information
+
+    information = check_information(information)
+    if information is not None and out is None:
+        raise ConfigError("information= (--information) compresses the output store: pass out= (--out) as well.")
     check_outputs(plan, out, native_out, resume)
     stores = Stores()
     if out is not None:
-        stores.main = _open(plan, Path(out), plan.layout, plan.attrs, resume, overwrite, stores)
+        stores.main = _open(plan, Path(out), plan.layout, plan.attrs, resume, overwrite, stores, information)
     try:
         if native_out is not None:
             assert plan.native_layout is not None  # check_outputs
             stores.native = _open(
-                plan, Path(native_out), plan.native_layout, plan.native_attrs, resume, overwrite, stores
+                plan, Path(native_out), plan.native_layout, plan.native_attrs, resume, overwrite, stores, information
             )
     except BaseException:
         if stores.main is not None:

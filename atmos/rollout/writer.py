@@ -16,7 +16,11 @@ written (the local zarr store replaces files atomically):
 ``atmos_total_steps``
     ``n_init * n_lead``;
 ``atmos_status``
-    ``running``, ``complete``, ``interrupted`` or ``failed: <reason>``.
+    ``running``, ``complete``, ``interrupted`` or ``failed: <reason>``;
+``atmos_compression``
+    JSON: the codec (lossless Blosc/Zstandard by default, :data:`atmos.io.compression.LOSSLESS`),
+    the information fraction kept by bit rounding (``information``, None: lossless), and per
+    variable the kept mantissa bits, max abs error, PSNR, bytes per value and ratio (sizes at close).
 
 An interrupted rollout therefore leaves a store that opens with xarray, holds NaN
 for the leads not written yet, and says how far it got; :meth:`ForecastWriter.open`
@@ -39,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from atmos.errors import ConfigError, DataError, SourceError
+from atmos.io.compression import StreamRounder, lossless_codec, spatial_axes, store_nbytes
 from atmos.rollout.lock import StoreLock
 
 __all__ = ["ForecastWriter", "read_progress"]
@@ -115,6 +120,13 @@ class ForecastWriter:
         with quiet_zarr():
             self._group = zarr.open_group(str(self.path), mode="r+")
         self._arrays: dict[str, Any] = {}
+        self.rounder = StreamRounder.from_attr(self._group.attrs.get("atmos_compression"))
+        self._rounder_keys = len(self.rounder.keepbits)
+
+    @property
+    def information(self) -> float | None:
+        """Fraction of the real information kept per variable (None: lossless)."""
+        return self.rounder.information
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -126,9 +138,14 @@ class ForecastWriter:
         overwrite: bool = False,
         encoding: Mapping[str, Mapping[str, Any]] | None = None,
         progress_interval: float = PROGRESS_INTERVAL,
+        information: float | None = None,
     ) -> ForecastWriter:
         """Create the store from a lazy ``template`` (full shape, dims ``time`` and
         ``prediction_timedelta`` first) without writing any data chunk.
+
+        Every variable is compressed losslessly (:data:`atmos.io.compression.LOSSLESS`); with
+        ``information`` in (0, 1] each is also bit-rounded to keep that fraction of its real
+        information (:class:`atmos.io.compression.StreamRounder`; kept bits fixed on lead 0).
 
         Raises
         ------
@@ -147,8 +164,10 @@ class ForecastWriter:
                 f"the output {str(p)!r} already exists; pass --resume (resume=True) to complete it, "
                 "--overwrite (overwrite=True) to replace it, or choose another --out."
             )
+        rounder = StreamRounder(information)  # checks information
         n_init, n_lead = template.sizes["time"], template.sizes["prediction_timedelta"]
         tpl = template.copy()
+        tpl.attrs["atmos_compression"] = rounder.attr()
         tpl.attrs.update(
             atmos_completed_leads=[0] * n_init,
             atmos_completed_steps=0,
@@ -157,7 +176,8 @@ class ForecastWriter:
         )
         enc: dict[str, dict[str, Any]] = {}
         for name, var in tpl.data_vars.items():
-            enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan)}
+            enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan),
+                              "compressors": (lossless_codec(),)}
         for k, v in (encoding or {}).items():  # merged: the chunking above always holds
             enc[str(k)] = {**enc.get(str(k), {}), **dict(v)}
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +240,7 @@ class ForecastWriter:
         first: dict[int, tuple[int, str]] = {}
         with quiet_zarr():
             for name, arr in self._group.arrays():
-                dims = list(getattr(arr.metadata, "dimension_names", None) or [])
+                dims = _dims(arr)
                 if dims[:2] != ["time", "prediction_timedelta"]:
                     continue
                 if tuple(arr.chunks[:2]) != (1, 1):  # pragma: no cover - not written by this writer
@@ -259,8 +279,13 @@ class ForecastWriter:
                 f"lead {lead_index} of initial time #{init_index} written out of order "
                 f"({self.completed[init_index]} leads are done)."
             )
-        arrays = [(self._array(name), arr) for name, arr in values.items()]
-        items = [(a, np.asarray(v, dtype=a.dtype)) for a, v in arrays]
+        arrays = [(name, self._array(name), arr) for name, arr in values.items()]
+        items = [
+            (a, self.rounder(name, np.asarray(v, dtype=a.dtype), spatial_axes(_dims(a)[2:]))) for name, a, v in arrays
+        ]
+        if len(self.rounder.keepbits) != self._rounder_keys:  # new kept bits: recorded before they are used
+            self._rounder_keys = len(self.rounder.keepbits)
+            self._last_progress = float("-inf")
         _set_chunks(items, (init_index, lead_index))
         self.completed[init_index] = lead_index + 1
         now = time.monotonic()
@@ -280,12 +305,14 @@ class ForecastWriter:
     repaired: list[tuple[int, int, str]] = []
 
     def _set_progress(self, status: str) -> None:
-        # one metadata write (zarr.json replaced atomically), not one per key
+        # one metadata write (zarr.json replaced atomically), not one per key; sizes at the end only
+        stored = store_nbytes(self.path, list(self.rounder.acc)) if status != "running" else None
         self._group.update_attributes(
             {
                 "atmos_completed_leads": list(self.completed),
                 "atmos_completed_steps": int(sum(self.completed)),
                 "atmos_status": status,
+                "atmos_compression": self.rounder.attr(stored),
             }
         )
 
@@ -315,6 +342,10 @@ class ForecastWriter:
     @property
     def done(self) -> bool:
         return all(c == self.n_lead for c in self.completed)
+
+
+def _dims(arr: Any) -> list[str]:
+    return list(getattr(arr.metadata, "dimension_names", None) or [])
 
 
 def _chunk_fault(root: Path, name: str, arr: Any, lead: tuple[int, int]) -> str:

@@ -274,10 +274,14 @@ class LossConfig:
     ``variable_weights`` maps variable names to weights (``default`` for the rest;
     anemoi's defaults). ``level_weighting``: ``linear`` (``0.2 + 0.001 p``),
     ``relu`` (``max(0.2, 0.001 p)``), or ``none``; it applies to variables on pressure
-    levels. ``area_weighted: false`` treats every cell equally.
+    levels. ``area_weighted: false`` treats every cell equally. ``name: amse`` uses the
+    adjusted MSE on spherical harmonics up to degree ``lmax`` instead (Subich et al. 2025;
+    :class:`atmos.train.losses.SpectralAMSE`): it does not reward blurring the scales a
+    model cannot place, which plain MSE over long rollouts does.
     """
 
     name: str = "mse"
+    lmax: int | None = None
     area_weighted: bool = True
     variable_weights: dict[str, float] = field(default_factory=lambda: dict(ANEMOI_VARIABLE_WEIGHTS))
     level_weighting: str = "linear"
@@ -759,7 +763,8 @@ def validate_config(cfg: TrainConfig) -> None:
             )
         if any(w < 0 for w in ms.step_weights) or sum(ms.step_weights[: ms.steps]) <= 0:
             raise ConfigError(f"multistep.step_weights must be >= 0 with a positive sum, got {ms.step_weights!r}.")
-    _choice(cfg.loss.name, ("mse",), "loss.name")
+    _choice(cfg.loss.name, ("mse", "amse"), "loss.name")
+    _positive(cfg.loss.lmax, "loss.lmax", allow_none=True)
     _choice(cfg.loss.level_weighting, ("linear", "relu", "none"), "loss.level_weighting")
     bad = {k: v for k, v in cfg.loss.variable_weights.items() if not isinstance(v, float) or v < 0}
     if bad:

@@ -66,7 +66,7 @@ from atmos.train.core import (
     warmup_cosine,
 )
 from atmos.train.data import DataBundle, prepare_data, stats_from_json, stats_to_json
-from atmos.train.losses import AreaWeightedMSE, channel_weights
+from atmos.train.losses import build_loss, channel_weights
 
 __all__ = [
     "EMA",
@@ -376,7 +376,9 @@ class _Trainer:
         self.channel_units = [c.units or "" for c in chans]
         cw = channel_weights([(c.variable, c.level) for c in chans], cfg.loss.variable_weights, cfg.loss.level_weighting)
         self.channel_w = cw.to(self.device)
-        self.criterion = AreaWeightedMSE(self.data.area, cw, self.ratio.cpu()).to(self.device)
+        self.criterion = build_loss(
+            cfg.loss.name, self.data.grid, self.data.area, cw, self.ratio.cpu(), cfg.loss.lmax
+        ).to(self.device)
         self.area = self.data.area.to(self.device)
 
         # --- model / optimizer / schedule ---
@@ -475,6 +477,7 @@ class _Trainer:
                 shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "DONE").unlink(missing_ok=True)
+            (self.run_dir / "STOPPED").unlink(missing_ok=True)
         dist_utils.barrier()
 
     def _load_resume(self, ck: ckpt_io.Checkpoint) -> None:
@@ -844,6 +847,9 @@ class _Trainer:
                 last_path = self.save(summary["train_loss"]) or last_path
         if status == "finished" and info.is_main:
             ckpt_io.atomic_write_text(self.run_dir / "DONE", f"finished at step {self.global_step}\n")
+        elif status == "stopped" and info.is_main:
+            # tells a batch script (atmos slurm) that this process stopped cleanly with a checkpoint
+            ckpt_io.atomic_write_text(self.run_dir / "STOPPED", f"stopped at step {self.global_step}\n")
         if self.writer is not None:
             self.writer.close()
         return FitResult(

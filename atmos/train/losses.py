@@ -9,6 +9,20 @@ with ``a_g`` the normalized cell areas of the grid (summing to 1: the same weigh
 weight (variable weight times pressure-level weight) and ``s_c`` an optional
 per-channel scale (e.g. residual std / state std when ``p`` and ``y`` are normalized
 states: then the loss is the error in units of the residual std).
+
+``loss.name: amse`` replaces the MSE of each channel by the adjusted MSE of Subich et al.
+(2025, "Fixing the double penalty in data-driven weather forecasting through a modified
+spherical harmonic loss function", arXiv:2501.19374), computed on spherical-harmonic
+coefficients (:class:`SpectralAMSE`): per degree ``l`` with powers ``P_l``, ``T_l`` of
+prediction and target and cross power ``X_l``::
+
+    AMSE = sum_l (sqrt(P_l) - sqrt(T_l))^2 + 2 max(P_l, T_l) (1 - X_l / sqrt(P_l T_l))
+
+The MSE is the same sum with ``2 sqrt(P_l T_l)`` in place of ``2 max(P_l, T_l)``: it rewards
+damping the amplitude of scales the model cannot place (the blur of long MSE-trained
+rollouts); AMSE does not, and it keeps the MSE's units. The error above the transform's
+highest degree (the area-weighted MSE minus the resolved part) is added as plain MSE, so that
+no scale goes unpenalized.
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ from atmos.errors import ConfigError, GridError
 
 __all__ = [
     "AreaWeightedMSE",
+    "SpectralAMSE",
+    "build_loss",
     "channel_weights",
     "grid_area_weights",
     "level_weight",
@@ -158,3 +174,75 @@ class AreaWeightedMSE(nn.Module):
             return mse.mean()
         w = self.channel_weight
         return (mse * w).sum(-1).div(w.sum()).mean()
+
+
+class SpectralAMSE(AreaWeightedMSE):
+    """Adjusted MSE on spherical-harmonic coefficients (see the module docstring), per channel.
+
+    Parameters
+    ----------
+    sht : atmos.grids.sht.SphericalHarmonicTransform
+        The grid's transform (its weights are the loss's area weights).
+    area, channel_weight, scale :
+        As :class:`AreaWeightedMSE` (``area`` is only used for its shape here).
+    eps : float
+        Added to the powers under the square roots (normalized units squared).
+    """
+
+    def __init__(self, sht: nn.Module, area: torch.Tensor, channel_weight=None, scale=None, eps: float = 1e-8) -> None:
+        super().__init__(area, channel_weight, scale)
+        if tuple(sht.grid_shape) != tuple(area.shape):
+            raise GridError(f"SpectralAMSE: transform grid {tuple(sht.grid_shape)} != loss grid {tuple(area.shape)}.")
+        self.sht = sht
+        self.eps = float(eps)
+
+    def per_channel(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scaled AMSE per sample and channel, ``[B, C]``."""
+        if pred.shape != target.shape:
+            raise GridError(f"SpectralAMSE: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape.")
+        a, b = self.sht(pred), self.sht(target)
+        p, t, x = (self.sht.per_degree(u * v) for u, v in ((a, a), (b, b), (a, b)))
+        rp, rt = torch.sqrt(p + self.eps), torch.sqrt(t + self.eps)
+        coherence = x / (rp * rt)
+        amse = ((rp - rt) ** 2 + 2.0 * torch.maximum(p, t) * (1.0 - coherence)).sum(-1)
+        # the error above lmax (what the truncated transform does not see) is kept as plain MSE
+        resolved = self.sht.per_degree((a - b) ** 2).sum(-1)
+        amse = amse + (weighted_mse(pred, target, self.area) - resolved).clamp(min=0.0)
+        if self.inv_scale is not None:
+            amse = amse * self.inv_scale**2
+        return amse
+
+
+def build_loss(
+    name: str,
+    grid,
+    area: torch.Tensor,
+    channel_weight: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    lmax: int | None = None,
+) -> AreaWeightedMSE:
+    """The training loss ``loss.name`` (``mse`` or ``amse``) on ``grid`` in the layout of ``area``.
+
+    Parameters
+    ----------
+    name : str
+        ``mse`` (:class:`AreaWeightedMSE`) or ``amse`` (:class:`SpectralAMSE`).
+    grid : LatLonGrid or HealpixGrid
+    area : Tensor ``[*grid_shape]``
+        Normalized cell weights in the data layout (HEALPix: cells or faces).
+    lmax : int, optional
+        Highest degree of ``amse`` (default: ``nlat - 1`` on lat-lon, ``2 nside`` on HEALPix).
+    """
+    if name == "mse":
+        return AreaWeightedMSE(area, channel_weight, scale)
+    if name != "amse":
+        raise ConfigError(f"loss.name must be one of ['mse', 'amse'], got {name!r}.")
+    from atmos.grids.sht import SphericalHarmonicTransform
+
+    lat, lon = (np.asarray(c, dtype=np.float64) for c in grid.centers())
+    if lat.shape != tuple(area.shape):  # HEALPix faces
+        lat, lon = grid.cells_to_faces(lat), grid.cells_to_faces(lon)
+    if lmax is None:
+        lmax = 2 * int(grid.nside) if hasattr(grid, "nside") else int(lat.shape[0]) - 1
+    sht = SphericalHarmonicTransform(lat, lon, area.cpu().numpy(), lmax)
+    return SpectralAMSE(sht, area, channel_weight, scale)

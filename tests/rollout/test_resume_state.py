@@ -26,6 +26,9 @@ def _count_advances(monkeypatch):
     ("vit", {}),
     ("vit", {"members": 3, "perturb": 0.2, "step": "12h"}),
     ("gru", {}),  # recurrent carry (GRU hidden states) and a history of 2 steps
+    # bred vectors (cycled before the init) and temporal dropout (masks drawn from the seed and the step)
+    ("vit", {"members": 3, "perturbation": "bred", "perturbation_scale": 0.2, "perturbation_options": {"cycles": 1}}),
+    ("gru", {"members": 3, "perturbation": "temporal-dropout", "perturbation_scale": 0.5}),
 ])
 def test_resume_from_saved_state_is_bit_identical_and_proportional(which, kwargs, request, mock_ds, tmp_path,
                                                                    monkeypatch):

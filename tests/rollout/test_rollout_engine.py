@@ -140,15 +140,15 @@ def test_nan_stops_the_rollout_naming_step_and_variable(vit_fc, mock_stats, mock
 def test_ensemble_members_control_and_spread(vit_fc, mock_ds):
     det = rollout(vit_fc, mock_ds, "2020-01-02", days=1)
     ens = rollout(vit_fc, mock_ds, "2020-01-02", days=1, members=3, perturb=0.1, seed=5)
-    assert ens["2m_temperature"].dims == ("time", "prediction_timedelta", "member", "latitude", "longitude")
+    assert ens["2m_temperature"].dims == ("time", "prediction_timedelta", "realization", "latitude", "longitude")
     np.testing.assert_allclose(
-        ens["2m_temperature"].sel(member=0).values, det["2m_temperature"].values, rtol=1e-6
+        ens["2m_temperature"].sel(realization=0).values, det["2m_temperature"].values, rtol=1e-6
     )
     t0 = ens["2m_temperature"].isel(time=0, prediction_timedelta=0)
-    diff = (t0.sel(member=1) - t0.sel(member=0)).values
+    diff = (t0.sel(realization=1) - t0.sel(realization=0)).values
     std = float(vit_fc.channels["inputs"][2].std)
     assert 0.07 < diff.std() / std < 0.13  # perturbation std 0.1 in normalized units
-    assert not np.allclose(t0.sel(member=1).values, t0.sel(member=2).values)
+    assert not np.allclose(t0.sel(realization=1).values, t0.sel(realization=2).values)
     again = rollout(vit_fc, mock_ds, "2020-01-02", days=1, members=3, perturb=0.1, seed=5)
     np.testing.assert_array_equal(again["2m_temperature"].values, ens["2m_temperature"].values)
     with pytest.raises(ConfigError, match="members"):

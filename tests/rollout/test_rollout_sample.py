@@ -71,7 +71,7 @@ def test_cli_ensemble_and_bad_arguments(tmp_path, capsys):
     )
     assert code == 0
     ds = xr.open_zarr(out)
-    assert ds.sizes["member"] == 2 and ds.sizes["prediction_timedelta"] == 3
+    assert ds.sizes["realization"] == 2 and ds.sizes["prediction_timedelta"] == 3  # WeatherBench2's ensemble dim
     assert main(["rollout", "--init", "2020-01-01", "--members", "3", "--out", str(tmp_path / "x.zarr")]) == 2
     assert "--perturb" in capsys.readouterr().err
     assert main(["rollout", "--init", "1999-01-01", "--days", "1", "--out", str(tmp_path / "y.zarr")]) == 2

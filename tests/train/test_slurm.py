@@ -50,7 +50,8 @@ def test_script_launches_torchrun_with_rendezvous_and_requeues(config_file, tmp_
     assert '-m atmos.cli.train "$CONFIG" optimizer.lr=3e-4 --resume' in text
     assert f"cd {Path.cwd()}" in text  # relative config paths resolve as at submission
     assert f"CONFIG={config_file.absolute()}" in text
-    assert "ATMOS_DEADLINE=$(( $(date +%s) + 43200 - 300 ))" in text
+    assert "end_s=$(( $(date +%s) + 43200 ))" in text and "ATMOS_DEADLINE=$(( end_s - 300 ))" in text
+    assert "#SBATCH --signal=B:USR1@300" in lines
     assert 'scontrol requeue "$SLURM_JOB_ID"' in text and '-f "$RUN_DIR/DONE"' in text
     assert text.index("source ~/venv/bin/activate") < text.index("srun ")
     if shutil.which("bash"):
@@ -63,7 +64,7 @@ def test_dry_run_prints_and_writes_nothing(config_file, tmp_path, capsys):
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert text.startswith("#!/bin/bash") and "--gpus-per-node" not in text and "--nproc-per-node=1" in text
-    assert "+ 86400 - 300" in text
+    assert "+ 86400 ))" in text
     assert not (tmp_path / "runs" / "exp" / "train.sbatch").exists()
 
 
@@ -79,3 +80,25 @@ def test_bad_inputs_fail_before_writing(config_file):
                    "--time", "01:00:00"])
     with pytest.raises(ConfigError, match="unknown key 'lrr'"):
         args.func(args)
+
+
+def test_cluster_options_are_parsed_and_bad_ones_named():
+    from atmos.cli._cluster import DEFAULTS, _options
+
+    opts = _options(["queue=debug", "cores=4", "walltime=02:00:00", "memory=16GB"])
+    assert opts == {**DEFAULTS, "queue": "debug", "cores": 4, "walltime": "02:00:00", "memory": "16GB"}
+    with pytest.raises(ConfigError, match="KEY=VALUE.*got 'queue'"):
+        _options(["queue"])
+
+
+def test_time_limit_stop_reads_the_end_time_and_forwards_sigusr1_late(config_file, capsys):
+    args = _parse(["slurm", str(config_file), "--nodes", "1", "--gpus-per-node", "0", "--time", "00:10:00",
+                   "--margin", "50", "--dry-run"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    # the end time from SLURM (follows `scontrol update TimeLimit=`), the static limit as the fallback
+    assert 'scontrol show job "$SLURM_JOB_ID"' in text and "EndTime=" in text
+    assert "ATMOS_DEADLINE=$(( end_s - 50 ))" in text and "+ 600 ))" in text
+    # traps before anything else; SIGUSR1 forwarded to the steps only after the grace period
+    assert text.index("trap forward_usr1 USR1") < text.index("cd ")
+    assert "-ge 60 ]; then" in text and 'scancel --signal=USR1 "$SLURM_JOB_ID"' in text
