@@ -27,7 +27,7 @@ __all__ = ["Channel", "channel_name", "level_label", "split_name"]
 _LEVELLED = re.compile(r"^(?P<variable>.+)_(?P<level>\d+(?:\.\d+)?)$")
 
 #: Where a channel's values come from.
-SOURCES = ("dataset", "derived", "decoder")
+SOURCES = ("dataset", "derived", "decoder", "noise")
 
 
 def level_label(level: Any) -> int | float:
@@ -111,7 +111,7 @@ class Channel:
         Pressure level in hPa (None for surface, static, derived and decoder fields).
     units : str or None
         Units of the raw data (``"1"`` for derived forcings).
-    source : {"dataset", "derived", "decoder"}
+    source : {"dataset", "derived", "decoder", "noise"}
         Read from the dataset, computed by :mod:`atmos.io.forcings` (a time encoding, not
         normalized), or predicted by a lightweight decoder (physical units).
     mean, std, residual_mean, residual_std : float or None

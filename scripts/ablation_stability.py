@@ -40,6 +40,7 @@ VARIANTS: dict[str, tuple[Path, list[str], list[str] | None]] = {
     "one_step": (tsm.BASE_CONFIG, ["multistep.maximum=1", "multistep.epoch_increment=0"], None),
     "no_day_of_year": (tsm.BASE_CONFIG, ["data.forcings=[toa_incident_solar_radiation]"], []),
     "amse": (tsm.BASE_CONFIG, ["loss.name=amse"], []),
+    "seasonal": (tsm.BASE_CONFIG, ["data.seasonal_harmonics=3"], []),
     "unet_gru": (
         REPO / "configs" / "unet_gru_speedy.yaml",
         [],
@@ -134,6 +135,12 @@ def score(model_dir: Path | None, data_dir: Path, inits: str = "2019-12-20/2020-
     out["year"] = {
         "t2m_worst_abs_month_error_K": float(abs(diag["t2m_mean_error"]).max()),
         "z500_std_ratio_range": [float(diag["z500_std_ratio"].min()), float(diag["z500_std_ratio"].max())],
+        "z500_variability_ratio_range": [float(diag["z500_variability_ratio"].min()),
+                                         float(diag["z500_variability_ratio"].max())],
+        "t2m_variability_ratio_range": [float(diag["t2m_variability_ratio"].min()),
+                                        float(diag["t2m_variability_ratio"].max())],
+        "months_t2m_within_1K": int((abs(diag["t2m_mean_error"]) < 1).sum()),
+        "months_z500_std_within_10pct": int((abs(diag["z500_std_ratio"] - 1) < 0.1).sum()),
         "t2m_drift_per_year_K": diag.attrs["t2m_drift_per_year"],
         "blowup": {k: (None if v is None else str(v)) for k, v in blowup_lead(year, ref).items()},
         "all_finite": bool(all(bool(diag[f"{s}_finite"].all()) for s in HEADLINE)),

@@ -64,6 +64,7 @@ def run_one(args: argparse.Namespace) -> None:
         "trainable_parameters": res.trainable_parameters,
         "frozen_parameters": res.frozen_parameters,
         "memory": res.memory,
+        "latent_cache": res.latent_cache,
         "validation": res.validation,
         "history": res.history,
     }
@@ -126,6 +127,10 @@ def main() -> None:
     lines.append(f"{'training memory (MB)':24s}{mem[0]:20.1f}{mem[1]:20.1f}{mem[0] / mem[1]:8.3f}")
     pk = [r["memory"]["peak_rss_mb"] for r in (d, f)]
     lines.append(f"{'peak process RSS (MB)':24s}{pk[0]:20.1f}{pk[1]:20.1f}{pk[0] / pk[1]:8.3f}")
+    lc = d.get("latent_cache") or {}
+    if lc.get("mode", "none") != "none":  # decoder.latent_cache: built once before the first epoch
+        lines.append(f"{'  latent cache (s)':24s}{lc['build_s']:20.1f}{'':20s}  ({lc['mode']}, {lc['mb']:.0f} MB, "
+                     "not in the training time)")
     lines.append(f"{'trainable parameters':24s}{d['trainable_parameters']:20d}{f['trainable_parameters']:20d}")
     lines.append("")
     lines.append(f"{'validation RMSE':24s}{'decoders':>14s}{'fine-tuning':>14s}{'climatology':>14s}{'persistence':>14s}")

@@ -2,28 +2,32 @@
 
 The sample model is the small lat-lon ViT of ``configs/vit_speedy.yaml`` (embed 96, depth 4,
 464k parameters, 14 channels: z/t/u/v at 250/500/850 hPa, t2m, mslp; forcings TOA insolation and
-the day-of-year encoding (cos/sin), which tells spring from autumn at equal insolation;
-land-sea mask and orography) trained on SPEEDY-world 2018 (a *simulated* atmosphere from the
-SPEEDY-physics GCM run via jcm, not observations) with atmos's own training code
-(:func:`atmos.train.fit`) in two stages:
+the day-of-year encoding (cos/sin); land-sea mask and orography) trained on SPEEDY-world 2018 (a
+*simulated* atmosphere from the SPEEDY-physics GCM run via jcm, not observations) with atmos's own
+training code (:func:`atmos.train.fit`). It predicts **anomalies from a seasonal cycle**
+(``data.seasonal_harmonics: 3``: per time of day, a mean plus 3 annual harmonics per channel and grid
+point, fit on 2018 and shipped as ``seasonal.safetensors``, :mod:`atmos.io.seasonal`); measured
+(docs/ablation_issue10.md) this is what holds the 1-year climate (worst monthly t2m error 3.1 K with
+full states, 0.35 K with anomalies) and it also lowers the day-5 RMSE. Three stages:
 
 1. 10 epochs x 80 steps, batch 8, multi-step curriculum K = 1, 1, 2, 2, 3, 3, 4, 4, 4, 4 (gradients
    detached between steps), Gaussian noise of 0.05 std (normalized units) on the first input of
    every rollout (``multistep.input_noise``), AdamW lr 2e-3 with warm-up and cosine decay;
 2. continuing that run (``fit(..., resume=stage-1 run)``): 3 epochs x 80 steps of 12-step
    (3-day) rollouts, batch 4, for long-lead skill;
-3. continuing again: 2 epochs x 80 steps of 24-step (6-day) rollouts, batch 2. Measured (issue 10
-   ablation): this stage takes the 1-year global-mean t2m drift from -9.2 to -0.9 K per year and
-   the worst monthly t2m error from 6.1 to 3.1 K, and lowers the day-5 z500 RMSE 601.6 -> 596.7.
+3. continuing again: 2 epochs x 80 steps of 24-step (6-day) rollouts, batch 2.
+
+Measured training wall time on this 2-core machine with 3-5 other jobs running: 46.6 min
+(22.3 + 13.2 + 11.1 min); not measured on a quiet machine.
 
 ``atmos rollout`` uses it when no ``--model`` is given.
 
-    python scripts/train_sample_model.py --out /tmp/sample_runs        # ~18 min (measured 14.7 + 3.4) on 1 thread
+    python scripts/train_sample_model.py --out /tmp/sample_runs        # 46.6 min measured on a loaded machine, 1 thread
     python scripts/train_sample_model.py --out /tmp/sample_runs --stage 2   # redo only the fine-tuning
     python scripts/train_sample_model.py --copy-only /tmp/sample_runs/sample_vit_speedy_ft
     python scripts/train_sample_model.py --evaluate                     # score the embedded model
 
-After training, the last checkpoint's ``model.safetensors`` and ``checkpoint.json``
+After training, the last checkpoint's ``model.safetensors``, ``seasonal.safetensors`` and ``checkpoint.json``
 (without the optimizer state) are copied to ``atmos/sample/`` and the model is scored
 against persistence on the SPEEDY-world validation month (10-day forecasts every 12 h);
 then run ``scripts/make_sample_data.py`` to (re)write the matching initial-condition file.
@@ -55,6 +59,7 @@ SAMPLE_OVERRIDES = [
     "model.params.embed_dim=96",
     "model.params.depth=4",
     "data.forcings=[toa_incident_solar_radiation,cos_day_of_year,sin_day_of_year]",
+    "data.seasonal_harmonics=3",
     "optimizer.lr=2.0e-3",
     "schedule.epochs=10",
     "schedule.max_steps_per_epoch=80",
@@ -136,7 +141,9 @@ def copy_checkpoint(run_dir: Path, dest: Path = SAMPLE_DIR, arch: str | None = N
         raise SystemExit(f"no checkpoint under {run_dir}")
     dest.mkdir(parents=True, exist_ok=True)
     meta = json.loads((ckpt / "checkpoint.json").read_text())
-    meta["files"] = {"model": "model.safetensors"}
+    extra = [f for role, f in meta.get("files", {}).items() if role not in ("model", "training_state")]
+    meta["files"] = {"model": "model.safetensors",
+                     **{r: f for r, f in meta.get("files", {}).items() if r not in ("model", "training_state")}}
     arch = arch or meta["model"]["name"]
     _, _, _, name, what = RECIPES[arch]
     meta["sample"] = {
@@ -150,6 +157,12 @@ def copy_checkpoint(run_dir: Path, dest: Path = SAMPLE_DIR, arch: str | None = N
     }
     shutil.copyfile(ckpt / "model.safetensors", dest / "model.safetensors.tmp")
     os.replace(dest / "model.safetensors.tmp", dest / "model.safetensors")
+    for f in extra:  # e.g. seasonal.safetensors (data.seasonal_harmonics)
+        shutil.copyfile(ckpt / f, dest / f"{f}.tmp")
+        os.replace(dest / f"{f}.tmp", dest / f)
+    for old in dest.glob("*.safetensors"):
+        if old.name not in meta["files"].values():
+            old.unlink()
     (dest / "checkpoint.json.tmp").write_text(json.dumps(meta, indent=1))
     os.replace(dest / "checkpoint.json.tmp", dest / "checkpoint.json")
     return ckpt
@@ -293,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     print(f"training wall time {wall / 60:.1f} min; run dir {res.run_dir}")
     ck = copy_checkpoint(res.run_dir, arch=args.arch)
-    size = sum((SAMPLE_DIR / f).stat().st_size for f in ("model.safetensors", "checkpoint.json")) / 2**20
+    size = sum(f.stat().st_size for f in SAMPLE_DIR.iterdir() if f.suffix in (".safetensors", ".json")) / 2**20
     print(f"copied {ck} -> {SAMPLE_DIR} ({size:.2f} MiB)")
     from atmos.rollout.validate import write_scorecard
 

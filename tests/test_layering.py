@@ -36,6 +36,7 @@ LAYERS: list[set[str]] = [
     {"rollout"},
     {"sample"},  # the embedded sample model (data)
     {"accessor"},
+    {"interop"},  # adapters to other tools (earth2studio); optional dependencies, imported lazily
     {"atmos"},  # the package facade (atmos/__init__.py)
     {"cli"},
 ]
@@ -43,6 +44,7 @@ LAYERS: list[set[str]] = [
 #: Packages that must not import some packages below them as well.
 FORBIDDEN: dict[str, set[str]] = {
     "models": {"io", "catalog", "train"},  # tensor-only: no data cubes, no training
+    "atmos": {"interop"},  # import atmos stays light: interop is imported by its users
 }
 
 RANK = {pkg: k for k, layer in enumerate(LAYERS) for pkg in layer}

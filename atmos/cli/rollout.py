@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         days = 10.0
     members = args.members
     perturb = args.perturb
-    _check_ensemble_args(members, perturb, args.perturbation, args.perturbation_scale)
+    _check_ensemble_args(members, perturb, args.perturbation, args.perturbation_scale, stochastic=fc.noise_channels > 0)
     out = Path(args.out) if args.out else default_output_path(fc.name, inits)
     native = None
     if args.keep_native is not None:
@@ -275,10 +275,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_ensemble_args(members: int | None, perturb: float | None, method: str | None,
-                         scale: float | None) -> None:
-    """Members that would all be equal, or a perturbation without members: a ConfigError naming the fix."""
+                         scale: float | None, stochastic: bool = False) -> None:
+    """Members that would all be equal, or a perturbation without members: a ConfigError naming the fix.
+
+    A stochastic model (noise inputs, ``data.noise_channels``) draws its members from its own noise:
+    ``--members N`` alone is an ensemble."""
     ensemble = members is not None and members > 1
-    if ensemble and perturb is None and method is None:
+    if ensemble and perturb is None and method is None and not stochastic:
         raise ConfigError(
             f"--members {members} without --perturb or --perturbation gives {members} identical forecasts; pass "
             "--perturb SIGMA (Gaussian, e.g. 0.05, in units of each variable's std) or --perturbation METHOD "

@@ -569,6 +569,10 @@ def open_dataset(
                 f"{sorted(map(str, ds.data_vars))}. Use the names as they are in the data."
             )
         ds = ds.assign({k: ds[k].assign_attrs(units=str(v)) for k, v in units.items()})
+    from atmos.io.dggs import from_dggs, is_dggs_healpix
+
+    if is_dggs_healpix(ds):  # xdggs / CF healpix cell ids -> atmos's HEALPix layout
+        ds = from_dggs(ds)
     ds = canonicalize(ds, style, on_units=on_units, source=label)
     if chunks not in (None, "store"):
         try:
@@ -702,6 +706,10 @@ def _open_target(target: Any, label: str, so: dict[str, Any], kw: dict[str, Any]
         return _open_many(target, label, kw)
     path: Path = target
     if _is_zarr(path):
+        from atmos.io.anemoi_layout import is_anemoi_store, read_anemoi
+
+        if is_anemoi_store(path):  # anemoi-datasets layout: data(time, variable, ensemble, cell)
+            return read_anemoi(path, chunks=kw.get("chunks"))
         kw.setdefault("engine", "zarr")
         with warnings.catch_warnings():
             # local stores are cheap to list: falling back from consolidated metadata is fine

@@ -1023,6 +1023,13 @@ class WindowDataset(torch.utils.data.Dataset):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def input_series(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every time step of the input channels: times ``[T]`` (int64 ns) and values
+        ``[T, C_in, *grid]`` float32 (normalized when the dataset has statistics), in tensor order.
+        Reads the whole period unless it is cached in memory (used to fit :mod:`atmos.io.seasonal`)."""
+        data = self._data if self._data is not None else self._read_all(len(self._times_ns))
+        return self._times_ns.copy(), np.ascontiguousarray(data[:, self._ch_in])
+
     # -- description ---------------------------------------------------------------------------
     @property
     def channels(self) -> dict[str, list[str]]:

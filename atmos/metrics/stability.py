@@ -14,7 +14,10 @@ All spatial statistics are area weighted with the normalized cell areas
     Per month of the forecast's valid times: the global mean of each variable against
     the reference's mean over the same calendar month, and the spatial standard
     deviation ``sqrt(mean_A (x - mean_A x)^2)`` (month mean of the per-time values)
-    against the reference's, as a ratio.
+    against the reference's, as a ratio; and the *weather variability*: the area mean of
+    each grid point's standard deviation over the month's times, against the
+    reference's in the same calendar month (a run that collapses onto a smooth climate
+    keeps its monthly means and its spatial std but loses this; NaN for a month with one time).
 :func:`drift_per_year`
     Least-squares slope (units per year) of the forecast-minus-reference global-mean
     anomaly (reference = calendar-month climate) against valid time.
@@ -141,8 +144,10 @@ def climate_diagnostics(
         per label and statistic: ``{label}_mean`` (forecast global mean),
         ``{label}_ref_mean`` (reference mean of that calendar month),
         ``{label}_mean_error`` (their difference), ``{label}_std``,
-        ``{label}_ref_std``, ``{label}_std_ratio`` and ``{label}_finite`` (all values of
-        the month finite). Attrs: ``drift_per_year`` for each label.
+        ``{label}_ref_std``, ``{label}_std_ratio``, ``{label}_variability_ratio``
+        (``mean_A std_t(x)`` within the month, forecast over reference's calendar month) and
+        ``{label}_finite`` (all values of the month finite). Attrs: ``drift_per_year`` for
+        each label.
     """
     specs = _specs(variables, forecast, reference)
     fc = select_variables(_as_series(forecast), specs)
@@ -179,6 +184,8 @@ def climate_diagnostics(
         out[f"{lab}_std"] = monthly(fstd[lab].values)
         out[f"{lab}_ref_std"] = monthly(rs_t)
         out[f"{lab}_std_ratio"] = out[f"{lab}_std"] / out[f"{lab}_ref_std"]
+        out[f"{lab}_variability_ratio"] = _variability(fc[lab], ym, months) / _variability(
+            ref[lab], pd.DatetimeIndex(ref["time"].values).month, None, cal_of=months)
         out[f"{lab}_finite"] = monthly(finite[lab].values.astype(np.float64), "min") > 0
         attrs[f"{lab}_drift_per_year"] = _slope_per_year(fmean["time"].values, fm - rm_t)
     ds = xr.Dataset(out)
@@ -186,6 +193,26 @@ def climate_diagnostics(
     ds.attrs["first_valid_time"] = str(fmean["time"].values[0])[:19]
     ds.attrs["last_valid_time"] = str(fmean["time"].values[-1])[:19]
     return ds
+
+
+def _variability(da: xr.DataArray, keys, months: pd.Index | None, cal_of: pd.Index | None = None) -> xr.DataArray:
+    """Area mean of the per-grid-point std over the times of each group ``keys`` (``[time]``).
+
+    ``months`` given: one value per forecast month (``YYYY-MM``). ``cal_of`` given: the
+    reference's value of each ``YYYY-MM`` in ``cal_of``'s calendar month.
+    """
+    g = da.assign_coords(_key=("time", np.asarray(keys))).groupby("_key")
+    per = spatial_average(g.std("time").to_dataset(name="v"))["v"].compute()
+    n = g.count("time").isel({d: 0 for d in da.dims if d != "time"}).compute()
+    per = per.where(n.values >= 2)  # a month with one time has no variability to measure: NaN
+    table = pd.Series(per.values, index=per["_key"].values)
+    if months is not None:
+        vals = table.reindex(months).to_numpy()
+        index = months
+    else:
+        index = cal_of
+        vals = table.reindex([int(m[5:7]) for m in cal_of]).to_numpy()
+    return xr.DataArray(vals, dims="month", coords={"month": index.to_numpy()})
 
 
 def _slope_per_year(times: np.ndarray, anom: np.ndarray) -> float:
@@ -249,9 +276,10 @@ def spectrum_ratio(
 
 
 def format_climate_diagnostics(diag: xr.Dataset) -> str:
-    """A monthly table: mean error and std ratio per variable, then the drift per year."""
+    """A monthly table: mean error, std ratio and variability ratio per variable, then the drift per year."""
     labels = [k[: -len("_mean_error")] for k in diag.data_vars if str(k).endswith("_mean_error")]
-    head = "month    " + "".join(f"{lab + ' mean err':>16s}{lab + ' std ratio':>16s}" for lab in labels)
+    head = "month    " + "".join(f"{lab + ' mean err':>16s}{lab + ' std ratio':>16s}{lab + ' var ratio':>16s}"
+                                 for lab in labels)
     lines = [head]
     for m in diag["month"].values:
         row = f"{m:9s}"
@@ -259,7 +287,8 @@ def format_climate_diagnostics(diag: xr.Dataset) -> str:
             e = float(diag[f"{lab}_mean_error"].sel(month=m))
             r = float(diag[f"{lab}_std_ratio"].sel(month=m))
             flag = "" if bool(diag[f"{lab}_finite"].sel(month=m)) else "!"
-            row += f"{e:>15.4g}{flag:1s}{r:>16.3f}"
+            v = float(diag[f"{lab}_variability_ratio"].sel(month=m)) if f"{lab}_variability_ratio" in diag else np.nan
+            row += f"{e:>15.4g}{flag:1s}{r:>16.3f}{v:>16.3f}"
         lines.append(row)
     lines.append("drift per year: " + ", ".join(f"{lab} {diag.attrs[f'{lab}_drift_per_year']:.4g}" for lab in labels))
     return "\n".join(lines)

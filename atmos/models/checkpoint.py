@@ -561,7 +561,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"the weights {str(wfile)!r} cannot be read ({type(err).__name__}: {err}); the file is "
             "truncated or damaged. Use another checkpoint of the run (checkpoints/step-*) or copy it again."
         ) from None
+    _check_extra_files(ckpt, meta)
     return Checkpoint(ckpt, meta, state)
+
+
+def _check_extra_files(ckpt: Path, meta: CheckpointMeta) -> None:
+    """Every other safetensors file the metadata lists (e.g. ``seasonal``) is present and whole.
+
+    Raises
+    ------
+    SourceError
+        A listed file is missing, truncated or damaged (names the role and the file).
+    """
+    from safetensors import safe_open
+
+    for role, fname in meta.files.items():
+        if role in ("model", "training_state") or not str(fname).endswith(".safetensors"):
+            continue
+        f = ckpt / str(fname)
+        try:
+            with safe_open(str(f), "pt") as fh:
+                fh.keys()
+        except Exception as err:
+            raise SourceError(
+                f"the checkpoint's {role} file {str(f)!r} cannot be read ({type(err).__name__}: {err}); it is missing, "
+                "truncated or damaged, and the model cannot run without it. Copy the checkpoint folder again, whole."
+            ) from None
 
 
 def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

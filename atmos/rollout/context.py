@@ -253,3 +253,19 @@ def forcings_at(
     f = np.stack([fn(times) for fn in ctx.forcing_fns], axis=1)  # [H+1, C_f, *grid]
     forc = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device)
     return forc.unsqueeze(0).expand(batch, *forc.shape)
+
+
+def with_noise(forc: torch.Tensor | None, state: Any, history: int, channels: int, grid_shape: Sequence[int],
+               device: torch.device) -> torch.Tensor:
+    """``forc`` ``[B, H+1, C_f, *grid]`` with a stochastic model's noise inputs of this step appended.
+
+    Member ``b``'s noise comes from ``(state.seed, state.init, state.step, b)`` alone, so it does not
+    depend on the ensemble size (:func:`atmos.models.noise.draw_noise`).
+    """
+    from atmos.models.noise import draw_noise
+
+    B = state.history.shape[0]
+    base = (int(state.seed) * 1_000_003 + int(np.datetime64(state.init, "s").astype(np.int64)) * 7_919
+            + 104_729 * int(state.step))
+    z = torch.cat([draw_noise(1, history + 1, channels, grid_shape, base + 15_485_863 * b, device) for b in range(B)])
+    return z if forc is None else torch.cat([forc, z.to(forc.dtype)], dim=2)

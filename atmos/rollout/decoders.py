@@ -8,6 +8,7 @@ else predicts.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -200,3 +201,76 @@ def append_diagnostics(
     if nat is not None:
         nat = np.concatenate([nat, d_nat], axis=1)
     return out, nat
+
+
+class DecoderAttachment:
+    """The decoder methods of :class:`atmos.rollout.forecaster.Forecaster` (a mixin: it uses the
+    forecaster's ``model``, ``name``, ``channels``, ``device``, ``info``, ``decoders`` and
+    ``_decoder_info``)."""
+
+    model: nn.Module
+    name: str
+    channels: dict[str, list[Channel]]
+    device: torch.device
+    info: dict[str, Any]
+    decoders: list[nn.Module]
+    _decoder_info: list[dict[str, Any]]
+
+    def attach_decoders(self, decoders: Any) -> Any:
+        """Attach lightweight decoders that diagnose new variables from each step's latent.
+
+        Parameters
+        ----------
+        decoders : path, LatentDecoder, or a sequence of them
+            Decoder checkpoints (folders written by ``atmos train`` with ``task:
+            decoder``), loaded with :func:`atmos.models.checkpoint.load_decoder` against
+            this forecaster's model (refused unless the model's weights hash equals the
+            one the decoder was trained on), and/or :class:`~atmos.models.decoder.LatentDecoder`
+            modules, used as they are (moved to the device, eval mode) once their
+            ``config.latent`` matches ``model.latent_spec()``.
+
+        Returns
+        -------
+        Forecaster
+            ``self`` (the decoders are appended to those already attached).
+
+        Raises
+        ------
+        ConfigError
+            The model exposes no latent, a decoder was built for another latent or
+            trained on another backbone, or a variable is predicted twice (by two
+            decoders, or by a decoder and the model).
+        """
+        items = decoder_items(decoders)
+        if not items:
+            return self
+        new = prepare_decoders(
+            items, self.model, self.name, self.channels["targets"], self._decoder_info, self.device
+        )
+        for dec, prov, chans in new:
+            self.decoders.append(dec)
+            self._decoder_info.append(prov)
+            self.channels["diagnostics"].extend(chans)
+        self.info["atmos_decoders"] = json.dumps(self._decoder_info)
+        return self
+
+    def with_decoders(self, decoders: Any) -> Any:
+        """A copy of this forecaster (sharing its model) with ``decoders`` attached as well."""
+        new = copy.copy(self)
+        new.channels = {g: list(v) for g, v in self.channels.items()}
+        new.info = dict(self.info)
+        new.decoders = list(self.decoders)
+        new._decoder_info = [dict(p) for p in self._decoder_info]
+        return new.attach_decoders(decoders)
+
+    @property
+    def decoder_provenance(self) -> list[dict[str, Any]]:
+        """One entry per attached decoder: ``variables``, ``checkpoint``, ``sha256``
+        (:func:`~atmos.models.checkpoint.weights_hash` of its weights, however it was loaded)
+        and ``backbone_sha256``."""
+        return [dict(p) for p in self._decoder_info]
+
+    @property
+    def diagnostic_variables(self) -> list[str]:
+        """Variables diagnosed by the attached decoders (in output order)."""
+        return [c.variable for c in self.channels["diagnostics"]]

@@ -13,8 +13,6 @@ diagnose new variables from the latent.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,10 +27,17 @@ from atmos.channels import Channel
 from atmos.errors import ConfigError
 from atmos.grids import Grid
 from atmos.io.normalizer import Normalizer
+from atmos.io.seasonal import load_seasonal
 from atmos.rollout.checks import check_finite, history_times
-from atmos.rollout.context import DataContext, build_context, forcings_at
-from atmos.rollout.decoders import append_diagnostics, decoder_items, prepare_decoders
-from atmos.rollout.loading import checkpoint_info, checkpoint_path, model_info, resolve_device
+from atmos.rollout.context import DataContext, build_context, forcings_at, with_noise
+from atmos.rollout.decoders import DecoderAttachment, append_diagnostics
+from atmos.rollout.loading import (
+    check_seasonal,
+    checkpoint_info,
+    checkpoint_path,
+    model_info,
+    resolve_device,
+)
 from atmos.rollout.perturbation import Perturbation, PerturbationNoise
 from atmos.rollout.reading import normalize, read_channels
 from atmos.rollout.state import RolloutState
@@ -42,7 +47,7 @@ from atmos.rollout.times import as_timedelta, reset_steps
 __all__ = ["Forecaster"]
 
 
-class Forecaster:
+class Forecaster(DecoderAttachment):
     """A one-step model ready to roll out on data.
 
     Build it with :meth:`from_checkpoint` (a folder written by ``atmos train``, or the
@@ -80,6 +85,13 @@ class Forecaster:
         for recurrent models (DLWP-HPX's reset cycle), never for the others.
     decoders : path, LatentDecoder or a list of them, optional
         Lightweight decoders for new variables, see :meth:`attach_decoders`.
+    seasonal : atmos.io.seasonal.SeasonalCycle, optional
+        The model works on anomalies from this seasonal cycle (``data.seasonal_harmonics``):
+        :meth:`encode` subtracts ``c(t)`` from the normalized inputs, :meth:`decode` adds it back.
+    noise_channels : int
+        A stochastic model's noise inputs (``data.noise_channels``): appended to the forcings
+        of every step, drawn per member from the state's seed, step and member, so members
+        differ without an initial perturbation and a given seed reproduces them.
     """
 
     def __init__(
@@ -97,9 +109,15 @@ class Forecaster:
         grid_from_schema: bool = False,
         state_reset: Any = "auto",
         decoders: Any = None,
+        seasonal: Any = None,
+        noise_channels: int = 0,
     ) -> None:
+        from atmos.models.noise import noise_names
+
         self.channels = {g: list(channels.get(g, [])) for g in GROUPS}
-        check_model(model, self.channels, normalization)
+        self.noise_channels = int(noise_channels)
+        noise = [Channel(n, n, None, "1", "noise", mean=0.0, std=1.0) for n in noise_names(self.noise_channels)]
+        check_model(model, {**self.channels, "forcings": [*self.channels["forcings"], *noise]}, normalization)
         self.normalization = normalization
         self.normalizer = Normalizer(self.channels["targets"], normalization)
         self.device = resolve_device(device)
@@ -115,6 +133,7 @@ class Forecaster:
         self.info = dict(info or {})
         self.regrid_method = regrid_method
         self.normalizer = self.normalizer.to(self.device)
+        self.seasonal = check_seasonal(seasonal, self.channels["inputs"], self.device)
         self._noise = PerturbationNoise(model_grid)
         recurrent = bool(model.recurrent)
         self.state_reset, self.state_reset_steps = reset_steps(state_reset, recurrent, self.step)
@@ -127,66 +146,6 @@ class Forecaster:
         self._decoder_info: list[dict[str, Any]] = []
         if decoders is not None:
             self.attach_decoders(decoders)
-
-    # -- decoders ------------------------------------------------------------------------------
-    def attach_decoders(self, decoders: Any) -> Forecaster:
-        """Attach lightweight decoders that diagnose new variables from each step's latent.
-
-        Parameters
-        ----------
-        decoders : path, LatentDecoder, or a sequence of them
-            Decoder checkpoints (folders written by ``atmos train`` with ``task:
-            decoder``), loaded with :func:`atmos.models.checkpoint.load_decoder` against
-            this forecaster's model (refused unless the model's weights hash equals the
-            one the decoder was trained on), and/or :class:`~atmos.models.decoder.LatentDecoder`
-            modules, used as they are (moved to the device, eval mode) once their
-            ``config.latent`` matches ``model.latent_spec()``.
-
-        Returns
-        -------
-        Forecaster
-            ``self`` (the decoders are appended to those already attached).
-
-        Raises
-        ------
-        ConfigError
-            The model exposes no latent, a decoder was built for another latent or
-            trained on another backbone, or a variable is predicted twice (by two
-            decoders, or by a decoder and the model).
-        """
-        items = decoder_items(decoders)
-        if not items:
-            return self
-        new = prepare_decoders(
-            items, self.model, self.name, self.channels["targets"], self._decoder_info, self.device
-        )
-        for dec, prov, chans in new:
-            self.decoders.append(dec)
-            self._decoder_info.append(prov)
-            self.channels["diagnostics"].extend(chans)
-        self.info["atmos_decoders"] = json.dumps(self._decoder_info)
-        return self
-
-    def with_decoders(self, decoders: Any) -> Forecaster:
-        """A copy of this forecaster (sharing its model) with ``decoders`` attached as well."""
-        new = copy.copy(self)
-        new.channels = {g: list(v) for g, v in self.channels.items()}
-        new.info = dict(self.info)
-        new.decoders = list(self.decoders)
-        new._decoder_info = [dict(p) for p in self._decoder_info]
-        return new.attach_decoders(decoders)
-
-    @property
-    def decoder_provenance(self) -> list[dict[str, Any]]:
-        """One entry per attached decoder: ``variables``, ``checkpoint``, ``sha256``
-        (:func:`~atmos.models.checkpoint.weights_hash` of its weights, however it was loaded)
-        and ``backbone_sha256``."""
-        return [dict(p) for p in self._decoder_info]
-
-    @property
-    def diagnostic_variables(self) -> list[str]:
-        """Variables diagnosed by the attached decoders (in output order)."""
-        return [c.variable for c in self.channels["diagnostics"]]
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -216,6 +175,8 @@ class Forecaster:
         grid = model_grid(model, meta.grid)
         name = meta.name or folder.name
         step = pd.Timedelta(seconds=meta.time_step_seconds) if meta.time_step_seconds else "6h"
+        seasonal = load_seasonal(folder, meta)
+        data_cfg = meta.config.get("data") or {}
         return cls(
             model,
             channels,
@@ -224,10 +185,12 @@ class Forecaster:
             normalization=meta.output_normalization,
             name=name,
             info=checkpoint_info(model, meta, folder, name),
-            regrid_method=(meta.config.get("data") or {}).get("regrid_method", "bilinear"),
+            regrid_method=data_cfg.get("regrid_method", "bilinear"),
             device=device,
             state_reset=state_reset,
             decoders=decoders,
+            seasonal=seasonal,
+            noise_channels=int(data_cfg.get("noise_channels") or 0),
         )
 
     @classmethod
@@ -328,10 +291,12 @@ class Forecaster:
         times = self.check_init(ctx.data_times, t0)
         raw = torch.from_numpy(read_channels(ctx.ds, self.channels["inputs"], times)).to(self.device)
         hist = normalize(ctx.to_model(raw), self.channels["inputs"], len(self.model_shape))  # [H, C, *grid]
+        if self.seasonal is not None:
+            hist = hist - self.seasonal.offset(times.values.astype("datetime64[ns]").astype(np.int64)).to(hist)
         hist = hist.unsqueeze(0).expand(members, *hist.shape).clone()
         if perturbation is not None and perturbation.scale > 0:
             hist = hist + self._noise(hist.shape, perturbation, seed).to(self.device)
-        return RolloutState(history=hist, time=t0, init=t0, step=0, carry=None, context=ctx)
+        return RolloutState(history=hist, time=t0, init=t0, step=0, carry=None, context=ctx, seed=int(seed))
 
     def check_init(self, data_times: pd.DatetimeIndex, init: Any) -> pd.DatetimeIndex:
         """The ``history`` input times ``init - (history-1) step .. init``, checked against ``data_times``
@@ -352,6 +317,8 @@ class Forecaster:
             raise ConfigError("this RolloutState has no data context; create states with Forecaster.encode.")
         hist = state.history
         forc = forcings_at(ctx, state.time, self.history, self.step, hist.shape[0], self.device)
+        if self.noise_channels:
+            forc = with_noise(forc, state, self.history, self.noise_channels, self.model_shape, self.device)
         carry_in = state.carry
         if self.state_reset_steps and state.step % self.state_reset_steps == 0:
             carry_in = None  # recurrent state reset (DLWP-HPX resets its GRU every 24 h)
@@ -370,7 +337,7 @@ class Forecaster:
         if diag is not None:
             check_finite(diag, self.channels["diagnostics"], diagnostics=True, **where)
         new_hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1).to(hist.dtype)], dim=1)
-        return RolloutState(new_hist, new_time, state.init, state.step + 1, carry, ctx, diag)
+        return RolloutState(new_hist, new_time, state.init, state.step + 1, carry, ctx, diag, state.seed)
 
     @torch.no_grad()
     def decode(self, state: RolloutState, *, native: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -388,6 +355,8 @@ class Forecaster:
         if ctx is None:
             raise ConfigError("this RolloutState has no data context; create states with Forecaster.encode.")
         x = state.history[:, -1, : len(self.channels["targets"])]
+        if self.seasonal is not None:
+            x = x + self.seasonal.offset(np.asarray([state.time], "datetime64[ns]").astype(np.int64))[:, : x.shape[1]].to(x)
         phys = self.normalizer.denormalize(x)
         out = ctx.to_data(phys).float().cpu().numpy()
         nat = None
@@ -407,3 +376,4 @@ class Forecaster:
         for _ in range(int(steps)):
             state = self.advance(state)
             yield state
+

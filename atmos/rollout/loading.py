@@ -6,13 +6,15 @@ Checkpoints are read through :mod:`atmos.models.checkpoint` (read-only; never th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from atmos.errors import ConfigError, SourceError
+from atmos.channels import Channel
+from atmos.errors import ConfigError, DataError, SourceError
 from atmos.models.checkpoint import HASH_METHOD, CheckpointMeta, weights_hash
 
 __all__ = ["checkpoint_info", "checkpoint_path", "load_checkpoint_files", "model_info", "resolve_device"]
@@ -98,3 +100,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
             f"device {device!r} was requested but torch sees no GPU; use --device cpu (or auto)."
         )
     return dev
+
+
+def check_seasonal(seasonal: Any, inputs: Sequence[Channel], device: torch.device) -> Any:
+    """``seasonal`` on ``device`` after checking that it covers the model inputs (None passes through).
+
+    Raises
+    ------
+    DataError
+        Its channels differ from the inputs (the seasonal file belongs to another run).
+    """
+    if seasonal is None:
+        return None
+    names_in = [c.name for c in inputs]
+    if list(seasonal.names) != names_in:
+        raise DataError(
+            f"the seasonal cycle's channels {list(seasonal.names)} differ from the model inputs {names_in}; "
+            "the checkpoint's seasonal.safetensors belongs to another run."
+        )
+    return seasonal.to(device)

@@ -4,6 +4,7 @@ leads (encode / advance / decode, lead by lead), save the state when interrupted
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -94,6 +95,8 @@ def _run_init(run: _Run, i: int, t0: pd.Timestamp) -> None:
         state = pert.apply(
             fc, plan.data, t0, members=plan.batch, seed=seed, forcings=plan.forcings, context=plan.context
         )
+        if state.seed != seed:  # a stochastic model's noise follows the run's seed whatever the perturbation
+            state = dataclasses.replace(state, seed=seed)
     for k in range(k_state, plan.n_lead):
         if k > k_state:
             for _ in range(plan.every):

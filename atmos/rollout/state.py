@@ -41,6 +41,8 @@ class RolloutState:
         produced this state (physical units, model grid, order of
         ``Forecaster.channels["diagnostics"]``); None at the initial state and without
         decoders.
+    seed : int
+        The seed of the rollout's noise (perturbations, a stochastic model's noise inputs).
     """
 
     history: torch.Tensor
@@ -50,6 +52,7 @@ class RolloutState:
     carry: Any = None
     context: DataContext | None = field(default=None, repr=False)
     diagnostics: torch.Tensor | None = field(default=None, repr=False)
+    seed: int = 0
 
 
 def save_state(store: str | os.PathLike, completed: Sequence[int], i: int, k: int, state: RolloutState) -> None:
@@ -69,6 +72,7 @@ def save_state(store: str | os.PathLike, completed: Sequence[int], i: int, k: in
         "history": state.history.detach().cpu(),
         "carry": state.carry,
         "diagnostics": state.diagnostics,
+        "seed": int(state.seed),
     }
     path = Path(store) / STATE_FILE
     tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
@@ -101,4 +105,5 @@ def load_state(
         carry=p["carry"],
         context=ctx,
         diagnostics=p["diagnostics"],
+        seed=int(p.get("seed", 0)),
     )

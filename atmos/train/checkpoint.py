@@ -183,6 +183,7 @@ def save_checkpoint(
     meta: Mapping[str, Any],
     training_state: Mapping[str, Any] | None = None,
     keep: int | None = None,
+    extra_files: Mapping[str, tuple[str, Mapping[str, torch.Tensor]]] | None = None,
 ) -> Path:
     """Write ``checkpoints/{name}/`` atomically and point ``checkpoints/LATEST`` at it.
 
@@ -201,6 +202,9 @@ def save_checkpoint(
         Plain dicts/lists/tensors for ``training_state.pt``.
     keep : int, optional
         Keep only the newest ``keep`` checkpoints (by global step).
+    extra_files : mapping, optional
+        Role -> ``(file name, tensors)``: more safetensors files (e.g. the seasonal cycle,
+        ``{"seasonal": ("seasonal.safetensors", {"coef": ...})}``), listed in ``files``.
 
     Returns
     -------
@@ -226,9 +230,15 @@ def save_checkpoint(
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "atmos_version": str(__version__),
             "torch_version": torch.__version__,
-            "files": {"model": MODEL_FILE, **({"training_state": STATE_FILE} if training_state is not None else {})},
+            "files": {
+                "model": MODEL_FILE,
+                **({"training_state": STATE_FILE} if training_state is not None else {}),
+                **{role: fname for role, (fname, _) in (extra_files or {}).items()},
+            },
         })
         save_file(_plain_state_dict(model_state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        for fname, tensors in (extra_files or {}).values():
+            save_file(_plain_state_dict(tensors), str(tmp / fname), metadata={"format": "pt"})
         full_meta.write(tmp)
         if training_state is not None:
             torch.save(dict(training_state), tmp / STATE_FILE)

@@ -130,6 +130,18 @@ class DataConfig:
         divided by the residual std. ``state``: the model predicts the normalized next
         state; the loss is the state error divided by the state std. Inputs are always
         ``(x - mean) / std``.
+    noise_channels : int
+        0 (default): a deterministic model. N >= 1: N extra forcing channels of N(0, 1)
+        noise, spatially white and drawn anew for every step and member, are fed to the
+        model (named ``noise_0`` ...): the source of randomness of a stochastic emulator
+        (``loss.name: crps``). ``atmos rollout --members M`` then draws members from the
+        model's own noise (``--seed`` fixes it).
+    seasonal_harmonics : int
+        0 (default): the model sees normalized states. N >= 1: it sees and predicts anomalies
+        from a seasonal cycle (per time of day, a mean plus N annual harmonics per channel and
+        grid point, fit on the training period; :mod:`atmos.io.seasonal`), stored in the
+        checkpoint. The seasonal and diurnal cycles are then exact and a decaying anomaly
+        returns the model to its training climate. Needs about a year of training data.
     stats : str or None
         Path of precomputed statistics (``.nc``/``.zarr``, :func:`atmos.io.stats.save_stats`);
         None = computed from the training period at the start of the run.
@@ -158,6 +170,8 @@ class DataConfig:
     nside: int | None = None
     regrid_method: str = "bilinear"
     normalization: str = "residual"
+    seasonal_harmonics: int = 0
+    noise_channels: int = 0
     stats: str | None = None
     batch_size: int = 8
     num_workers: int = 0
@@ -278,10 +292,16 @@ class LossConfig:
     adjusted MSE on spherical harmonics up to degree ``lmax`` instead (Subich et al. 2025;
     :class:`atmos.train.losses.SpectralAMSE`): it does not reward blurring the scales a
     model cannot place, which plain MSE over long rollouts does.
+
+    ``name: crps`` trains a *stochastic* emulator: every window is rolled out for
+    ``members`` members that differ by the model's noise inputs (``data.noise_channels``)
+    and scored with the area-weighted fair CRPS (:class:`atmos.train.losses.AreaWeightedCRPS`;
+    Ferro 2014, as anemoi's and AIFS-CRPS's ensemble training), in units of the loss scale.
     """
 
     name: str = "mse"
     lmax: int | None = None
+    members: int = 4
     area_weighted: bool = True
     variable_weights: dict[str, float] = field(default_factory=lambda: dict(ANEMOI_VARIABLE_WEIGHTS))
     level_weighting: str = "linear"
@@ -328,6 +348,22 @@ class DecoderConfig:
     prognostic_weight : float
         ``task: finetune`` only: weight of the backbone's own one-step loss added to the
         decoder loss, so that fine-tuning keeps the backbone a forecaster.
+    latent_cache : str
+        ``task: decoder``: compute the frozen backbone's latent of every training and
+        validation window once and reuse it every epoch (:mod:`atmos.train.latent_cache`),
+        so that an epoch costs only the decoders; the trained weights and the validation
+        RMSE are the same as without it. ``memory`` (a tensor on the training device),
+        ``disk`` (``{run_dir}/latent_cache/``, written atomically, reused by a rerun in the
+        same folder while the backbone, its statistics and the data selection are
+        unchanged), ``none`` (recompute every step), or ``auto`` (default): ``memory`` up
+        to ``latent_cache_max_mb``, ``disk`` above, ``none`` when the run makes a single
+        pass over the windows, for ``task: finetune`` (the backbone is trained) and for a
+        stochastic backbone (``data.noise_channels`` > 0). ``memory``/``disk`` are refused
+        for those two. The run logs which one it uses.
+    latent_cache_max_mb : float
+        Largest cache (training + validation, MB) that ``auto`` keeps in memory; a larger
+        one goes to disk, which is read back as fast (the OS page cache) without adding to
+        the process's memory (the sample ViT on a year of SPEEDY-world: 393 MB of latents).
     """
 
     variables: list[str] = field(
@@ -336,6 +372,8 @@ class DecoderConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     transforms: dict[str, Any] = field(default_factory=lambda: dict(_DEFAULT_TRANSFORMS))
     prognostic_weight: float = 1.0
+    latent_cache: str = "auto"
+    latent_cache_max_mb: float = 256.0
 
 
 @dataclass
@@ -700,6 +738,13 @@ def validate_config(cfg: TrainConfig) -> None:
         if extra:
             raise ConfigError(f"decoder.transforms names {extra}, which are not in decoder.variables {dc.variables}.")
         _positive(dc.prognostic_weight, "decoder.prognostic_weight", allow_zero=True)
+        _choice(dc.latent_cache, ("auto", "memory", "disk", "none"), "decoder.latent_cache")
+        if cfg.task == "finetune" and dc.latent_cache in ("memory", "disk"):
+            raise ConfigError(
+                f"decoder.latent_cache is {dc.latent_cache!r} but task is 'finetune': the backbone is trained, so its "
+                "latents change every step. Set decoder.latent_cache to 'auto' or 'none', or use task: decoder."
+            )
+        _positive(dc.latent_cache_max_mb, "decoder.latent_cache_max_mb", allow_zero=True)
     if cfg.task == "downscale":
         _validate_downscale(cfg.downscale)
     if not cfg.model.name:
@@ -722,6 +767,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice(d.regrid_method, ("bilinear", "conservative", "nearest"), "data.regrid_method")
     _choice(d.normalization, ("residual", "state"), "data.normalization")
     _positive(d.history, "data.history")
+    _positive(d.seasonal_harmonics, "data.seasonal_harmonics", allow_zero=True)
     _positive(d.batch_size, "data.batch_size")
     _positive(d.num_workers, "data.num_workers", allow_zero=True)
     _positive(d.sample_stride, "data.sample_stride")
@@ -763,7 +809,18 @@ def validate_config(cfg: TrainConfig) -> None:
             )
         if any(w < 0 for w in ms.step_weights) or sum(ms.step_weights[: ms.steps]) <= 0:
             raise ConfigError(f"multistep.step_weights must be >= 0 with a positive sum, got {ms.step_weights!r}.")
-    _choice(cfg.loss.name, ("mse", "amse"), "loss.name")
+    _choice(cfg.loss.name, ("mse", "amse", "crps"), "loss.name")
+    _positive(cfg.data.noise_channels, "data.noise_channels", allow_zero=True)
+    if cfg.loss.name == "crps":
+        if isinstance(cfg.loss.members, bool) or not isinstance(cfg.loss.members, int) or cfg.loss.members < 2:
+            raise ConfigError(
+                f"loss.members is {cfg.loss.members!r}; the CRPS needs an ensemble: set an integer >= 2 (e.g. 4)."
+            )
+        if cfg.data.noise_channels < 1:
+            raise ConfigError(
+                "loss.name is 'crps' but data.noise_channels is 0: the members would be identical. Set "
+                "data.noise_channels (e.g. 4) so that the model has noise inputs to draw members from."
+            )
     _positive(cfg.loss.lmax, "loss.lmax", allow_none=True)
     _choice(cfg.loss.level_weighting, ("linear", "relu", "none"), "loss.level_weighting")
     bad = {k: v for k, v in cfg.loss.variable_weights.items() if not isinstance(v, float) or v < 0}

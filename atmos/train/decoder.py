@@ -48,6 +48,7 @@ from atmos.train.core import (
 )
 from atmos.train.data import open_selected, stats_from_json
 from atmos.train.epochs import run_epochs
+from atmos.train.latent_cache import LatentCache, build_latent_cache, cache_key, choose_mode, latent_numel
 
 __all__ = ["DecoderFitResult", "PeakRss", "fit_decoder", "save_decoder"]
 
@@ -124,7 +125,12 @@ class DecoderFitResult:
     trainable_parameters, frozen_parameters : int
     memory : dict
         ``rss_at_start_mb``/``peak_rss_mb`` (process RSS when the optimizer steps began
-        and its peak during them, sampled every 5 ms; Linux) and ``peak_cuda_mb``.
+        and its peak during them, sampled every 5 ms; Linux; the latent cache's build
+        and memory count as training) and ``peak_cuda_mb``.
+    latent_cache : dict
+        ``mode`` (``memory``/``disk``/``none``), ``reason``, ``mb``, ``build_s`` (seconds
+        spent computing or finding it, part of ``wall_time_s``, not of ``train_time_s``)
+        and ``reused`` (a disk cache of an earlier run was read).
     history : list of dict
         Per epoch: train loss, validation RMSE per variable.
     validation : dict
@@ -145,6 +151,7 @@ class DecoderFitResult:
     memory: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)
+    latent_cache: dict[str, Any] = field(default_factory=dict)
 
 
 class PeakRss:
@@ -196,6 +203,7 @@ class _Windows:
     new: Any  # WindowDataset of the new variables (physical units)
     indices: list[int]
     units: dict[str, str] = field(default_factory=dict)
+    seasonal: Any = None  # the backbone's atmos.io.seasonal.SeasonalCycle (it works on anomalies), or None
 
 
 def _backbone_config(cfg, bmeta: Mapping[str, Any]):
@@ -254,8 +262,18 @@ def _open_windows(cfg, source: str, period, what: str, stats, samples: int | Non
 def _batch(w: _Windows, ids: list[int], device: torch.device) -> dict[str, torch.Tensor]:
     items = [w.backbone[i] for i in ids]
     out = {k: torch.stack([it[k] for it in items]).to(device) for k in ("inputs", "targets", "forcings", "statics")}
+    if w.seasonal is not None:  # a backbone on anomalies: the inputs and targets it was trained on
+        H, L, C = out["inputs"].shape[1], out["targets"].shape[1], out["targets"].shape[2]
+        off = w.seasonal.window_offsets(torch.stack([it["time"] for it in items]), H, L).to(out["inputs"])
+        out["inputs"] = out["inputs"] - off[:, :H]
+        out["targets"] = out["targets"] - off[:, H:, :C]
     out["new"] = torch.stack([w.new[i]["targets"][0] for i in ids]).to(device)  # [B, V, *grid] physical
     return out
+
+
+def _new_batch(w: _Windows, ids: list[int], device: torch.device) -> torch.Tensor:
+    """The new variables' targets ``[B, V, *grid]`` (physical units), as in :func:`_batch`."""
+    return torch.stack([w.new[i]["targets"][0] for i in ids]).to(device)
 
 
 def _target_stats(w: _Windows, transforms: Mapping[str, Any], variables: list[str]) -> tuple[dict, dict, dict]:
@@ -318,14 +336,22 @@ class _DecoderTask:
     The latent of the step ``t -> t+1`` predicts each new variable at ``t+1``; the loss is
     the area-weighted MSE of the standardized transformed targets, plus (finetune)
     ``prognostic_weight`` times the backbone's one-step loss.
+
+    With ``cache`` (``task: decoder`` only) the batches carry the cached latents
+    (``"latent"``) and the new variables' targets instead of the backbone's inputs; the
+    sample order (the same generator) and the loss are unchanged.
     """
 
     def __init__(self, backbone, decoder, train: _Windows, val: _Windows | None, area: torch.Tensor,
                  prog: _Prognostic, names: list[str], bs: int, device: torch.device, frozen: bool,
-                 prognostic_weight: float, seed: int) -> None:
+                 prognostic_weight: float, seed: int, cache: LatentCache | None = None,
+                 val_cache: LatentCache | None = None) -> None:
         self.backbone, self.decoder, self.train, self.val = backbone, decoder, train, val
         self.area, self.prog, self.names, self.bs, self.device = area, prog, names, bs, device
         self.frozen, self.weight = frozen, prognostic_weight
+        if (cache is not None or val_cache is not None) and not frozen:
+            raise ValueError("a latent cache needs a frozen backbone (task: decoder)")
+        self.cache, self.val_cache = cache, val_cache
         self.gen = torch.Generator().manual_seed(seed)
 
     def train_mode(self) -> None:
@@ -337,19 +363,27 @@ class _DecoderTask:
         idx = self.train.indices
         perm = torch.randperm(len(idx), generator=self.gen).tolist()
         for b in range(0, len(perm), self.bs):
-            yield _batch(self.train, [idx[j] for j in perm[b : b + self.bs]], self.device)
+            ids = [idx[j] for j in perm[b : b + self.bs]]
+            if self.cache is not None:
+                yield {"latent": self.cache.get(ids, self.device), "new": _new_batch(self.train, ids, self.device)}
+            else:
+                yield _batch(self.train, ids, self.device)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            latent, _ = self.backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+        if "latent" in batch:  # cached: the frozen backbone's latent of these windows
+            latent = batch["latent"]
+        else:
+            with torch.no_grad() if self.frozen else contextlib.nullcontext():
+                latent, _ = self.backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
         loss = _wmse(self.decoder(latent), self.decoder.from_physical(batch["new"]), self.area).mean()
         if not self.frozen and self.weight > 0:
             delta = self.backbone.decode_latent(latent)
             loss = loss + self.weight * self.prog.loss(batch["inputs"], delta, batch["targets"][:, 0], self.area)
-        return loss, int(batch["inputs"].shape[0])
+        return loss, int(batch["new"].shape[0])
 
     def validate(self) -> dict[str, Any]:
-        return _validate(self.backbone, self.decoder, self.val, self.area, self.prog, self.names, self.bs, self.device)
+        return _validate(self.backbone, self.decoder, self.val, self.area, self.prog, self.names, self.bs, self.device,
+                         cache=self.val_cache)
 
 
 def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
@@ -416,11 +450,22 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
         raise ConfigError(f"backbone checkpoint {cfg.backbone!r} has no normalization statistics (stats).")
     variables = list(cfg.decoder.variables)
 
+    if int(cfg.data.noise_channels or 0):
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} is a stochastic model (data.noise_channels: {cfg.data.noise_channels}); "
+            "decoders and fine-tuning need a deterministic backbone (noise_channels: 0)."
+        )
+    from atmos.io.seasonal import load_seasonal
+
+    bfolder = find_checkpoint(Path(str(cfg.backbone)).expanduser())
+    seasonal = load_seasonal(bfolder, bmeta)
     train = _open_windows(cfg, cfg.data.source, cfg.data.period, "training", stats, None)
+    train.seasonal = seasonal
     val = None
     if cfg.validation.source:
         val = _open_windows(cfg, cfg.validation.source, cfg.validation.period, "validation", stats,
                             cfg.validation.samples)
+        val.seasonal = seasonal
     area = area_weights(train.backbone.grid, tuple(train.backbone.grid_shape)).to(device)
     transforms, mean, std = _target_stats(train, dict(cfg.decoder.transforms), variables)
     units = dict(train.units)
@@ -459,17 +504,24 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
     save_config(cfg, run_dir / "config.yaml")
     show = out.progress if progress is None else progress
 
-    task = _DecoderTask(backbone, decoder, train, val, area, prog, names, bs, device, frozen,
-                        float(cfg.decoder.prognostic_weight), int(cfg.seed))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRss() as mem:
-        res = run_epochs(
-            task, trained=trained, params=params, optimizer=cfg.optimizer, schedule=cfg.schedule,
-            epochs=int(cfg.schedule.epochs), per_epoch=per_epoch, metrics_csv=run_dir / "metrics.csv",
-            validate=val is not None, validate_every=int(cfg.validation.every_epochs),
-            progress=f"{cfg.task} {','.join(variables)}" if show else None, name=cfg.task,
-        )
+        caches, cache_info = _latent_caches(cfg, bmeta, backbone, train, val, area, prog, bs, device, run_dir,
+                                            frozen=frozen, passes=int(cfg.schedule.epochs) * per_epoch * bs)
+        task = _DecoderTask(backbone, decoder, train, val, area, prog, names, bs, device, frozen,
+                            float(cfg.decoder.prognostic_weight), int(cfg.seed), *caches)
+        try:
+            res = run_epochs(
+                task, trained=trained, params=params, optimizer=cfg.optimizer, schedule=cfg.schedule,
+                epochs=int(cfg.schedule.epochs), per_epoch=per_epoch, metrics_csv=run_dir / "metrics.csv",
+                validate=val is not None, validate_every=int(cfg.validation.every_epochs),
+                progress=f"{cfg.task} {','.join(variables)}" if show else None, name=cfg.task,
+            )
+        finally:
+            for c in caches:
+                if c is not None:
+                    c.close()
     history, validation, train_time, step = res.history, res.validation, res.train_time_s, res.steps
     backbone.eval()
     decoder.eval()
@@ -488,13 +540,20 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
         "rss_at_start_mb": mem.start_mb,
         "peak_rss_mb": mem.peak_mb,
         "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "latent_cache": cache_info,
     }
     if not frozen:
         bm = {k: v for k, v in bmeta.items() if k not in ("format", "format_version", "atmos_version", "torch_version", "files")}
         bm["training"] = {**(bm.get("training") or {}), "finetuned_from": str(Path(str(cfg.backbone)).resolve()),
                           "finetune_steps": step}
+        extra_files = {}
+        if seasonal is not None:  # the fine-tuned backbone works on the same anomalies
+            from atmos.io.seasonal import SEASONAL_FILE
+
+            extra_files["seasonal"] = (SEASONAL_FILE, {"coef": seasonal.coef.detach().cpu()})
         backbone_ckpt = save_checkpoint(run_dir / "backbone", "final",
-                                        {k: v.detach().cpu() for k, v in backbone.state_dict().items()}, bm)
+                                        {k: v.detach().cpu() for k, v in backbone.state_dict().items()}, bm,
+                                        extra_files=extra_files)
         backbone_path = backbone_ckpt
     ckpt = save_decoder(
         run_dir, decoder, backbone=backbone, backbone_path=backbone_path, backbone_meta=bmeta,
@@ -506,12 +565,86 @@ def fit_decoder(cfg, *, progress: bool | None = None) -> DecoderFitResult:
         wall_time_s=time.time() - t_call, steps=step, epochs=int(cfg.schedule.epochs), trainable_parameters=n_train,
         frozen_parameters=n_frozen, history=history, validation=validation,
         memory={k: training[k] for k in ("rss_at_start_mb", "peak_rss_mb", "peak_cuda_mb")},
+        latent_cache=cache_info,
     )
 
 
+def _latent_caches(cfg, bmeta: Mapping[str, Any], backbone, train: _Windows, val: _Windows | None, area, prog,
+                   bs: int, device: torch.device, run_dir: Path, *, frozen: bool, passes: int,
+                   ) -> tuple[tuple[LatentCache | None, LatentCache | None], dict[str, Any]]:
+    """The training and validation latent caches of ``decoder.latent_cache`` (or None) and what was chosen.
+
+    ``passes`` is the number of training samples the run will encode without a cache
+    (``epochs * per_epoch * batch_size``): ``auto`` caches only when that exceeds the
+    number of training windows (a latent is used more than once).
+    """
+    import json as _json
+
+    dc = cfg.decoder
+    n_val = len(val.indices) if val is not None else 0
+    numel = latent_numel(backbone.latent_spec())
+    size_mb = (len(train.indices) + n_val) * numel * 4 / 2**20
+    stochastic = int(getattr(cfg.data, "noise_channels", 0) or 0) > 0
+    mode, reason = choose_mode(str(dc.latent_cache), task=cfg.task if frozen else "finetune",
+                               stochastic=stochastic, size_mb=size_mb, max_mb=float(dc.latent_cache_max_mb),
+                               reused=passes > len(train.indices))
+    info: dict[str, Any] = {"mode": mode, "reason": reason, "build_s": 0.0, "reused": False,
+                            "mb": round(size_mb, 3) if mode != "none" else 0.0}
+    if mode == "none":
+        log.info("%s: no latent cache (%s); the backbone runs at every step", cfg.task, reason)
+        return (None, None), info
+    t0 = time.perf_counter()
+    base = {
+        "backbone_sha256": weights_hash(backbone),
+        "stats_sha256": cache_key({"stats": bmeta.get("stats")}),
+        "latent_spec": backbone.latent_spec(),
+        # channels, levels, history, grid, regridding, normalization; batch_size sets the encoding chunks
+        "data": _json.loads(_json.dumps({k: v for k, v in dataclasses.asdict(cfg.data).items()
+                                         if k not in ("num_workers", "source", "period")}, default=str)),
+        "format": 1,
+    }
+
+    def encoder(w: _Windows, with_prog: bool):
+        @torch.no_grad()
+        def encode(ids: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            batch = _batch(w, ids, device)
+            latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
+            sums: dict[str, torch.Tensor] = {}
+            if with_prog:  # what _validate adds for these windows (the backbone is frozen: constant)
+                nxt = prog.physical(prog.next_state(batch["inputs"], backbone.decode_latent(latent)))
+                sums["prognostic_se"] = squared_error_sum(nxt, prog.physical(batch["targets"][:, 0]), area).cpu()
+            return latent, sums
+
+        return encode
+
+    backbone.eval()
+    out: list[LatentCache | None] = []
+    splits = [("train", train, cfg.data.source, cfg.data.period, False), ("val", val, cfg.validation.source,
+                                                                           cfg.validation.period, True)]
+    for split, w, source, period, with_prog in splits:
+        if w is None:
+            out.append(None)
+            continue
+        key = cache_key({**base, "split": split, "source": str(source), "period": period,
+                         "indices": [int(i) for i in w.indices]})
+        out.append(build_latent_cache(mode, w.indices, encoder(w, with_prog), batch_size=bs, device=device,
+                                      run_dir=run_dir, split=split, key=key, avoid_single=split == "train"))
+    info["build_s"] = round(time.perf_counter() - t0, 3)
+    info["reused"] = any(c is not None and c.reused for c in out)
+    log.info("%s: latent cache %s (%s): %.1f MB for %d training + %d validation windows, %s in %.1f s",
+             cfg.task, mode, reason, size_mb, len(train.indices), n_val,
+             "read from an earlier run" if info["reused"] else "computed", info["build_s"])
+    return (out[0], out[1]), info
+
+
 @torch.no_grad()
-def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, bs, device) -> dict[str, Any]:
-    """Area-weighted RMSE (physical units) of every new variable and of the backbone's one-step forecast."""
+def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, bs, device,
+              cache: LatentCache | None = None) -> dict[str, Any]:
+    """Area-weighted RMSE (physical units) of every new variable and of the backbone's one-step forecast.
+
+    With ``cache`` (a frozen backbone) the latents and the backbone's one-step squared
+    error come from it; the batches are the same, so the result is the same.
+    """
     backbone.eval()
     decoder.eval()
     se_new = torch.zeros(len(decoder.variables), dtype=torch.float64)
@@ -519,6 +652,11 @@ def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, 
     n = 0
     for b in range(0, len(val.indices), bs):
         ids = val.indices[b : b + bs]
+        if cache is not None:
+            y = decoder.to_physical(decoder(cache.get(ids, device)))
+            se_new += squared_error_sum(y, _new_batch(val, ids, device), area).cpu()
+            n += len(ids)
+            continue
         batch = _batch(val, ids, device)
         latent, _ = backbone.forward_latent(batch["inputs"], batch["forcings"], batch["statics"], None)
         y = decoder.to_physical(decoder(latent))
@@ -527,6 +665,8 @@ def _validate(backbone, decoder, val: _Windows, area, prog: _Prognostic, names, 
         tgt = prog.physical(batch["targets"][:, 0])
         se_prog += squared_error_sum(nxt, tgt, area).cpu()
         n += len(ids)
+    if cache is not None:
+        se_prog = torch.tensor(cache.extra["prognostic_se"], dtype=torch.float64)
     rm_new, rm_prog = rmse(se_new, n), rmse(se_prog, n)
     return {
         "rmse": {v: float(rm_new[k]) for k, v in enumerate(decoder.variables)},

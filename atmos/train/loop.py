@@ -242,6 +242,13 @@ def _registry_build(name: str, params: Mapping[str, Any]) -> nn.Module:
     return build(name, **dict(params))
 
 
+def _forcing_names(cfg: TrainConfig, data: DataBundle) -> list[str]:
+    """The model's forcing channels: the data's, then ``data.noise_channels`` noise inputs."""
+    from atmos.models.noise import noise_names
+
+    return [*data.schema.names("forcings"), *noise_names(cfg.data.noise_channels)]
+
+
 def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
     """The config's model params completed with the channels and grid of the data.
 
@@ -262,7 +269,7 @@ def _model_params(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
     params = dict(cfg.model.params)
     ch = data.schema
     channels = {"inputs": ch.names("inputs"), "outputs": ch.names("targets"),
-                "forcings": ch.names("forcings"), "statics": ch.names("statics")}
+                "forcings": _forcing_names(cfg, data), "statics": ch.names("statics")}
     filled = cfg_cls.data_params(channels, cfg.data.history, data.grid.to_dict())
     if "inputs" in params or "outputs" in params:  # user-chosen prognostic channels: checked, not completed
         filled.pop("inputs")
@@ -305,7 +312,7 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> tuple[nn.Module, dict[str
             {
                 "inputs": ch.names("inputs"),
                 "outputs": ch.names("targets"),
-                "forcings": ch.names("forcings"),
+                "forcings": _forcing_names(cfg, data),
                 "statics": ch.names("statics"),
                 "history": cfg.data.history,
             },
@@ -380,6 +387,7 @@ class _Trainer:
             cfg.loss.name, self.data.grid, self.data.area, cw, self.ratio.cpu(), cfg.loss.lmax
         ).to(self.device)
         self.area = self.data.area.to(self.device)
+        self.seasonal = self._fit_seasonal()
 
         # --- model / optimizer / schedule ---
         self.model, self.model_params = build_model(cfg, self.data)
@@ -414,6 +422,9 @@ class _Trainer:
 
         self.epoch = 0
         self.position = 0  # batches done in the current epoch
+        # running sum and count of the current epoch's training losses: checkpointed, so that the epoch's
+        # mean after a mid-epoch resume covers every step of the epoch
+        self.epoch_loss: list[float | int] = [0.0, 0]
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.last_val: dict[str, Any] = {}
@@ -516,6 +527,8 @@ class _Trainer:
         tr = meta["training"]
         self.epoch = int(tr["epoch"])
         self.position = int(tr["position"])
+        el = state.get("epoch_loss", (0.0, 0))
+        self.epoch_loss = [float(el[0]), int(el[1])]
         self.global_step = int(tr["global_step"])
         self.elapsed_before = float(tr.get("train_time_s", 0.0))
         self.history = list(state.get("history", []))
@@ -549,17 +562,25 @@ class _Trainer:
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
 
-    def _step_fn(self, model: nn.Module, batch: Mapping[str, torch.Tensor]):
+    def _step_fn(self, model: nn.Module, batch: Mapping[str, torch.Tensor], noise_seed: int = 0):
+        """One model step ``(hist, k, carry) -> (next, carry)`` on ``batch``; with noise inputs
+        (``data.noise_channels``) the noise of step ``k`` is drawn from ``(noise_seed, k)``."""
         H = self.cfg.data.history
         forc = batch["forcings"]
         stat = batch["statics"]
-        has_f = forc.shape[2] > 0
+        n_noise = self.cfg.data.noise_channels
+        has_f = forc.shape[2] > 0 or n_noise > 0
         has_s = stat.shape[2] > 0
         amp = self.amp_dtype
         norm = self.normalizer
 
         def step(hist: torch.Tensor, k: int, carry: Any) -> tuple[torch.Tensor, Any]:
             f = forc[:, k : k + H + 1] if has_f else None
+            if n_noise:
+                from atmos.models.noise import draw_noise
+
+                z = draw_noise(hist.shape[0], H + 1, n_noise, hist.shape[3:], noise_seed * 1_000_003 + k, hist.device)
+                f = torch.cat([f.expand(hist.shape[0], *f.shape[1:]), z.to(f.dtype)], dim=2)
             with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                 out, carry = model(hist, f, stat if has_s else None, carry)
             out = out.float()
@@ -568,12 +589,46 @@ class _Trainer:
 
         return step
 
+    def _fit_seasonal(self) -> Any:
+        """The seasonal cycle of ``data.seasonal_harmonics`` fit on the training windows' inputs, or None."""
+        n = self.cfg.data.seasonal_harmonics
+        if not n:
+            return None
+        from atmos.io.seasonal import fit_seasonal_cycle
+
+        names_in = self.data.schema.names("inputs")
+        if names_in[: len(self.channel_names)] != self.channel_names:
+            raise ConfigError(
+                f"data.seasonal_harmonics needs the targets {self.channel_names} to be the first input channels; "
+                f"the inputs are {names_in}. Use the same prognostic variables for both, or seasonal_harmonics: 0."
+            )
+        times, z = self.data.train.input_series()
+        cyc = fit_seasonal_cycle(z, times, int(self.data.time_step.value), n, names_in)
+        if self.info.is_main:
+            log.info("anomalies from a seasonal cycle of %d annual harmonics x %d times of day, fit on %d times",
+                     n, cyc.slots, len(times))
+        return cyc.to(self.device)
+
+    def _anomalies(self, b: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """With a seasonal cycle: the batch's inputs/targets minus ``c(t)``, and the offsets
+        ``[B, history + lead, C_in, *grid]`` (else the batch itself and None)."""
+        if self.seasonal is None:
+            return b, None
+        H, L = b["inputs"].shape[1], b["targets"].shape[1]
+        off = self.seasonal.window_offsets(b["time"], H, L).to(b["inputs"].dtype)
+        C = b["targets"].shape[2]
+        return {**b, "inputs": b["inputs"] - off[:, :H], "targets": b["targets"] - off[:, H:, :C]}, off
+
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self, batch: Mapping[str, torch.Tensor], K: int) -> float:
         self.ddp.train()
-        b = self._to_device(batch)
+        b, _ = self._anomalies(self._to_device(batch))
+        if self.cfg.loss.name == "crps":  # members of each window side by side: [B * M, ...]
+            M = self.cfg.loss.members
+            b = {**b, **{k: b[k].repeat_interleave(M, 0) for k in ("inputs", "forcings", "statics")}}
         self.optimizer.zero_grad(set_to_none=True)
-        step = self._step_fn(self.ddp, b)
+        step = self._step_fn(self.ddp, b, noise_seed=int(self.cfg.seed) * 7_919 + 104_729 * self.info.rank
+                             + 15_485_863 * self.global_step)
         ddp = isinstance(self.ddp, nn.parallel.DistributedDataParallel)
 
         def chunk_ctx(last: bool):
@@ -622,12 +677,20 @@ class _Trainer:
         with ema_weights(self.model, self.ema) as model:
             for s in range(0, len(idx), bs):
                 items = [data.val[i] for i in idx[s : s + bs]]
-                b = self._to_device({k: torch.stack([it[k] for it in items]) for k in _DATA_KEYS})
-                res = rollout(self._step_fn(model, b), b["inputs"], K)
-                persist = b["inputs"][:, -1].double() * std + mean
+                b = self._to_device({k: torch.stack([it[k] for it in items]) for k in (*_DATA_KEYS, "time")})
+                b, off = self._anomalies(b)
+                H = b["inputs"].shape[1]
+
+                def back(z: torch.Tensor, j: int) -> torch.Tensor:  # physical units at window position j
+                    if off is not None:
+                        z = z + off[:, j, : z.shape[1]]
+                    return z.double() * std + mean
+
+                res = rollout(self._step_fn(model, b, noise_seed=int(self.cfg.seed) + s), b["inputs"], K)
+                persist = back(b["inputs"][:, -1, :C], H - 1)
                 for k, pred in enumerate(res.predictions):
-                    truth = b["targets"][:, k].double() * std + mean
-                    p = pred.double() * std + mean
+                    truth = back(b["targets"][:, k], H + k)
+                    p = back(pred, H + k)
                     sse[0, k] += squared_error_sum(p, truth, self.area)
                     sse[1, k] += squared_error_sum(persist, truth, self.area)
                 count += len(items)
@@ -680,6 +743,7 @@ class _Trainer:
                     "outputs='state': x[t+1] = model_output * std + mean."
                 ),
                 "channels": channels,
+                **({"seasonal": self.seasonal.to_meta()} if self.seasonal is not None else {}),
             },
             "stats": stats_to_json(data.stats),
             "training": {
@@ -701,6 +765,13 @@ class _Trainer:
             },
         }
 
+    def _extra_files(self) -> dict[str, tuple[str, dict[str, torch.Tensor]]]:
+        if self.seasonal is None:
+            return {}
+        from atmos.io.seasonal import SEASONAL_FILE
+
+        return {"seasonal": (SEASONAL_FILE, {"coef": self.seasonal.coef.detach().cpu()})}
+
     def save(self, train_loss: float | None) -> Path | None:
         rng = dist_utils.all_gather_objects(ckpt_io.get_rng_state())
         path = None
@@ -716,10 +787,11 @@ class _Trainer:
                 "sampler": {"epoch": self.epoch, "position": self.position, "seed": self.cfg.seed,
                             "batch_size": self.cfg.data.batch_size, "world_size": self.info.world_size},
                 "history": self.history,
+                "epoch_loss": list(self.epoch_loss),
             }
             path = ckpt_io.save_checkpoint(
                 self.run_dir, f"step-{self.global_step:08d}", weights, self._meta(train_loss), state,
-                keep=self.cfg.output.keep_checkpoints,
+                keep=self.cfg.output.keep_checkpoints, extra_files=self._extra_files(),
             )
             log.info("checkpoint written: %s", path)
         dist_utils.barrier()
@@ -759,7 +831,9 @@ class _Trainer:
 
                     bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/{cfg.schedule.epochs}",
                                unit="step", leave=False, dynamic_ncols=True)
-                run_loss, run_n, epoch_loss, epoch_n = 0.0, 0, 0.0, 0
+                run_loss, run_n, epoch_n = 0.0, 0, 0
+                if self.position == 0:
+                    self.epoch_loss = [0.0, 0]
                 t_log = time.perf_counter()
                 t_epoch = time.perf_counter()
                 gbs = cfg.data.batch_size * info.world_size
@@ -782,7 +856,8 @@ class _Trainer:
                     steps_this_call += 1
                     run_loss += loss
                     run_n += 1
-                    epoch_loss += loss
+                    self.epoch_loss[0] += loss
+                    self.epoch_loss[1] += 1
                     epoch_n += 1
                     loss_val = loss
                     if bar is not None:
@@ -816,7 +891,7 @@ class _Trainer:
                 epoch_time = time.perf_counter() - t_epoch
                 summary: dict[str, Any] = {
                     "epoch": self.epoch + 1, "global_step": self.global_step, "rollout_steps": K,
-                    "train_loss": epoch_loss / max(1, epoch_n), "epoch_time_s": epoch_time,
+                    "train_loss": self.epoch_loss[0] / max(1, self.epoch_loss[1]), "epoch_time_s": epoch_time,
                     "samples_per_s": epoch_n * gbs / max(epoch_time, 1e-9),
                 }
                 do_val = self.data.val is not None and (self.epoch + 1) % cfg.validation.every_epochs == 0

@@ -43,6 +43,7 @@ __all__ = [
     "grid_area_weights",
     "level_weight",
     "weighted_mse",
+    "AreaWeightedCRPS",
 ]
 
 
@@ -213,6 +214,45 @@ class SpectralAMSE(AreaWeightedMSE):
         return amse
 
 
+class AreaWeightedCRPS(AreaWeightedMSE):
+    """Area-weighted fair CRPS of an ensemble, per channel (the loss of ``loss.name: crps``).
+
+    For members ``x_1..x_M`` and truth ``y`` at a grid point (Ferro 2014; the fair
+    estimator, unbiased for the CRPS of the ensemble's distribution):
+
+        fCRPS = 1/M sum_m |x_m - y|  -  1/(2 M (M - 1)) sum_{m, m'} |x_m - x_m'|
+
+    summed over cells with the area weights and divided by the loss scale ``s_c`` (the
+    CRPS has the units of the variable, so the scale enters once, not squared). With
+    ``M = 1`` it is the mean absolute error.
+
+    ``pred`` holds the members of each sample next to each other: ``[B * M, C, *grid]``
+    (sample-major, as ``repeat_interleave(M, 0)`` makes them); ``target`` ``[B, C, *grid]``.
+    """
+
+    def per_channel(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scaled area-weighted fair CRPS per sample and channel, ``[B, C]``."""
+        B = target.shape[0]
+        if pred.shape[0] % B or pred.shape[1:] != target.shape[1:]:
+            raise GridError(
+                f"AreaWeightedCRPS: expected members [B*M, ...] for targets {tuple(target.shape)}, got {tuple(pred.shape)}."
+            )
+        M = pred.shape[0] // B
+        x = pred.float().reshape(B, M, *pred.shape[1:])
+        y = target.float().unsqueeze(1)
+        skill = (x - y).abs().mean(1)
+        if M > 1:
+            spread = (x.unsqueeze(1) - x.unsqueeze(2)).abs().sum((1, 2)) / (2.0 * M * (M - 1))
+            crps = skill - spread
+        else:
+            crps = skill
+        nd = self.area.ndim
+        out = (crps * self.area.to(crps.dtype)).flatten(-nd).sum(-1)
+        if self.inv_scale is not None:
+            out = out * self.inv_scale
+        return out
+
+
 def build_loss(
     name: str,
     grid,
@@ -235,8 +275,10 @@ def build_loss(
     """
     if name == "mse":
         return AreaWeightedMSE(area, channel_weight, scale)
+    if name == "crps":
+        return AreaWeightedCRPS(area, channel_weight, scale)
     if name != "amse":
-        raise ConfigError(f"loss.name must be one of ['mse', 'amse'], got {name!r}.")
+        raise ConfigError(f"loss.name must be one of ['mse', 'amse', 'crps'], got {name!r}.")
     from atmos.grids.sht import SphericalHarmonicTransform
 
     lat, lon = (np.asarray(c, dtype=np.float64) for c in grid.centers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -39,9 +40,28 @@ def test_reference_against_itself_is_perfect(reference):
     for lab in ("z500", "t850", "t2m"):
         np.testing.assert_allclose(diag[f"{lab}_mean_error"], 0, atol=1e-6 * float(abs(diag[f"{lab}_mean"]).max()))
         np.testing.assert_allclose(diag[f"{lab}_std_ratio"], 1, rtol=1e-6)
+        np.testing.assert_allclose(diag[f"{lab}_variability_ratio"], 1, rtol=1e-6)
         assert bool(diag[f"{lab}_finite"].all())
         assert abs(diag.attrs[f"{lab}_drift_per_year"]) < 1e-6 * float(abs(diag[f"{lab}_mean"]).max())
     assert "drift per year" in format_climate_diagnostics(diag)
+
+
+def test_a_run_collapsed_onto_its_monthly_climate_keeps_means_but_loses_variability(reference):
+    fc = as_rollout(reference)
+    t = fc["2m_temperature"]
+    vt = fc["time"].values[0] + fc["prediction_timedelta"].values
+    month = xr.DataArray(pd.DatetimeIndex(vt).month, dims="prediction_timedelta",
+                         coords={"prediction_timedelta": fc["prediction_timedelta"]}, name="month")
+    smooth = fc.copy()
+    smooth["2m_temperature"] = t.groupby(month).mean().sel(month=month).drop_vars("month")
+    d = climate_diagnostics(smooth, reference, ["t2m"])
+    np.testing.assert_allclose(d["t2m_mean_error"], 0, atol=1e-3)
+    np.testing.assert_allclose(d["t2m_variability_ratio"], 0, atol=1e-4)  # the weather is gone
+    scaled = fc.copy()
+    mt = t.groupby(month).mean().sel(month=month).drop_vars("month")
+    scaled["2m_temperature"] = mt + 0.5 * (t - mt)
+    d = climate_diagnostics(scaled, reference, ["t2m"])
+    np.testing.assert_allclose(d["t2m_variability_ratio"], 0.5, rtol=1e-4)
 
 
 def test_offset_scaling_and_trend_are_measured(reference):

@@ -31,6 +31,7 @@ def _truncate(path, n):
     [
         (lambda d: _truncate(d / "model.safetensors", 1000), "weights .* cannot be read"),
         (lambda d: _truncate(d / "model.safetensors", 0), "weights .* cannot be read"),
+        (lambda d: _truncate(d / "seasonal.safetensors", 1000), "seasonal file .* cannot be read"),
         (lambda d: _truncate(d / "checkpoint.json", 500), "cannot be read as JSON"),
         (lambda d: (d / "checkpoint.json").write_text("[1, 2]"), "not an atmos checkpoint"),
     ],

@@ -174,3 +174,105 @@ def test_healpix_training_and_inference_feed_the_model_the_same_tensors(trained,
     ratio = torch.tensor([c["residual_std"] / c["std"] for c in meta["data_schema"]["groups"]["targets"]])
     want = sample["inputs"][-1] + out[0] * ratio.view(-1, 1, 1, 1)
     np.testing.assert_allclose(nxt.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def seasonal_run(tmp_path_factory):
+    """A ViT trained on anomalies from a 2-harmonic seasonal cycle (a year of 6-hourly mock data)."""
+    from atmos.testing import mock_era5
+
+    root = tmp_path_factory.mktemp("seasonal")
+    ds = mock_era5(
+        "2019-01-01", periods=1480, nlat=8, nlon=16, levels=(500, 850),
+        variables=["geopotential", "temperature", "2m_temperature", "toa_incident_solar_radiation"],
+        canonical=True, seed=5, time_chunk=370,
+    )
+    store = root / "mock.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(store, mode="w")
+    return _fit(root, store, data={"seasonal_harmonics": 2}), store
+
+
+def test_seasonal_anomaly_checkpoint_rolls_out_as_the_trainer_steps_it(seasonal_run):
+    from atmos.io.open import open_dataset
+    from atmos.io.seasonal import fit_seasonal_cycle
+    from atmos.io.windows import WindowDataset
+    from atmos.rollout import Forecaster, rollout
+    from atmos.rollout.engine import load_checkpoint_files
+    from atmos.train.loop import _stats_from_json
+
+    run_dir, store = seasonal_run
+    fc = Forecaster.from_checkpoint(run_dir)
+    assert fc.seasonal is not None and fc.seasonal.harmonics == 2 and fc.seasonal.slots == 4
+    data = open_dataset(str(store))
+    init = "2019-06-01T06"
+    out = rollout(fc, data, init, steps=2, forcings="data")
+
+    _, meta, _ = load_checkpoint_files(run_dir)
+    win = WindowDataset(
+        data, inputs=["geopotential", "temperature", "2m_temperature"], levels=[500, 850],
+        forcings=["toa_incident_solar_radiation", "cos_time_of_day"], statics=["land_sea_mask"],
+        history=1, lead_steps=1, stats=_stats_from_json(meta["stats"]),
+    )
+    # the stored cycle is the fit of the training inputs (the trainer's normalization)
+    times, z = win.input_series()
+    ref = fit_seasonal_cycle(z, times, int(win.step.value), 2, fc.seasonal.names)
+    torch.testing.assert_close(fc.seasonal.coef, ref.coef)
+
+    i = int(np.flatnonzero(win.times == np.datetime64(init, "ns"))[0])
+    s = win[i]
+    c = ref.window_offsets(s["time"][None], 1, 1)[0]  # c(t0), c(t1): [2, C, *grid]
+    chans = meta["data_schema"]["groups"]["targets"]
+    std = torch.tensor([ch["std"] for ch in chans])[:, None, None]
+    mean = torch.tensor([ch["mean"] for ch in chans])[:, None, None]
+    ratio = torch.tensor([ch["residual_std"] / ch["std"] for ch in chans])[:, None, None]
+    z0 = s["inputs"] - c[:1]  # anomalies, [history, C, *grid]
+    with torch.no_grad():
+        delta, _ = fc.model(z0[None], s["forcings"][None], s["statics"][None], None)
+    phys = (z0[-1] + delta[0] * ratio + c[1]) * std + mean
+    names = [ch["name"] for ch in chans]
+    t2m = out["2m_temperature"].isel(time=0)
+    np.testing.assert_allclose(t2m.isel(prediction_timedelta=1).values, phys[names.index("2m_temperature")].numpy(),
+                               rtol=1e-5, atol=1e-3)
+    # the initial state decodes back to the data (anomaly + c(t0) = state)
+    truth = data["2m_temperature"].sel(time=init).transpose(*t2m.isel(prediction_timedelta=0).dims).values
+    np.testing.assert_allclose(t2m.isel(prediction_timedelta=0).values, truth, rtol=1e-5, atol=1e-3)
+
+
+def test_a_checkpoint_without_its_seasonal_file_fails_clearly(seasonal_run, tmp_path):
+    import shutil
+
+    from atmos.errors import SourceError
+    from atmos.models.checkpoint import find_checkpoint
+    from atmos.rollout import Forecaster
+
+    run_dir, _ = seasonal_run
+    copy = tmp_path / "ckpt"
+    shutil.copytree(find_checkpoint(run_dir), copy)
+    (copy / "seasonal.safetensors").unlink()
+    with pytest.raises(SourceError, match="seasonal .* cannot be read.*Copy the checkpoint folder again"):
+        Forecaster.from_checkpoint(copy)
+
+
+def test_seasonal_anomalies_on_healpix_faces(seasonal_run, tmp_path_factory):
+    """The seasonal cycle is fit in the HEALPix face layout and the rollout adds it back there."""
+    from atmos.io.open import open_dataset
+    from atmos.rollout import Forecaster, rollout
+
+    _, store = seasonal_run
+    run = _fit(
+        tmp_path_factory.mktemp("hpx-seasonal"), store,
+        model={"name": "unet_gru", "params": {"channels": [8, 4], "dilations": [1, 1], "upscale_factor": 1}},
+        data={"grid": "healpix", "nside": 4, "history": 2, "seasonal_harmonics": 1},
+    )
+    fc = Forecaster.from_checkpoint(run)
+    assert fc.seasonal is not None and tuple(fc.seasonal.coef.shape[-3:]) == (12, 4, 4)
+    data = open_dataset(str(store))
+    out = rollout(fc, data, "2019-06-01T06", steps=2, forcings="data")
+    t2m = out["2m_temperature"].isel(time=0)
+    assert np.isfinite(t2m.values).all()
+    # lead 0: the data through the HEALPix round trip (nside 4 is coarse: a loose bound), not data minus c(t)
+    truth = data["2m_temperature"].sel(time="2019-06-01T06").transpose(*t2m.isel(prediction_timedelta=0).dims)
+    err = abs(t2m.isel(prediction_timedelta=0) - truth)
+    assert float(err.mean()) < 0.1 * float(truth.std())

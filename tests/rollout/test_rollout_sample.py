@@ -19,7 +19,8 @@ def _rollout_command(monkeypatch):
 def test_sample_files_are_small_and_present():
     ckpt = sample_checkpoint_dir()
     size = sum(f.stat().st_size for f in ckpt.glob("*") if f.suffix in (".json", ".safetensors", ".nc"))
-    assert size < 8 * 2**20  # the model and the initial conditions together: a few MB
+    # the model, its seasonal cycle and the initial conditions together: a few MB (issue 10: checkpoint <= 25 MB)
+    assert size < 12 * 2**20
     ic = xr.open_dataset(sample_data_path())
     assert ic.time.values[0] <= np.datetime64("2020-01-01") <= ic.time.values[-1]
 

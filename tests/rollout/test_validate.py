@@ -17,8 +17,9 @@ from atmos.rollout.validate import RTOL, SCORECARD_FILE, validate_sample
 def sample_copy(tmp_path):
     dest = tmp_path / "ckpt"
     dest.mkdir()
-    for f in ("checkpoint.json", "model.safetensors", SCORECARD_FILE):
-        shutil.copyfile(sample_checkpoint_dir() / f, dest / f)
+    for f in [*sample_checkpoint_dir().glob("*.safetensors"), sample_checkpoint_dir() / "checkpoint.json",
+              sample_checkpoint_dir() / SCORECARD_FILE]:
+        shutil.copyfile(f, dest / f.name)
     return dest
 
 
