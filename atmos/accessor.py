@@ -1,6 +1,7 @@
 """The ``ds.atmos`` accessor: thin delegation to documented atmos functions.
 
-Importing :mod:`atmos` registers it::
+Importing :mod:`atmos` registers it (at once if xarray is already imported, else as soon as
+xarray is; this module imports nothing but xarray, so the registration is cheap)::
 
     import atmos
     ds = atmos.open_dataset("speedy-world-val")
@@ -14,11 +15,12 @@ accessor does is also available (and tested) as a plain function.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from atmos.grids import Grid
+if TYPE_CHECKING:  # pragma: no cover
+    from atmos.grids import Grid
 
 __all__ = ["AtmosAccessor"]
 

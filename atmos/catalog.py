@@ -51,6 +51,8 @@ __all__ = [
 ENV_CATALOG_PATH = "ATMOS_CATALOG_PATH"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FIRST_SENTENCE = re.compile(r"(?<=[a-z0-9)])\.\s+(?=[A-Z])")
+#: libyaml's parser where PyYAML has it (about 10x faster; same safe constructors, same errors).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KNOWN = {
     "name",
     "description",
@@ -312,7 +314,7 @@ def _parse_entry(raw: Any, file: Any, k: int) -> CatalogEntry:
 
 def _read_file(file: Any) -> list[CatalogEntry]:
     try:
-        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+        doc = yaml.load(file.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as e:
         raise CatalogError(f"cannot read catalog file {str(file)!r}: {e}. Fix the YAML syntax.") from e
     if doc is None:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import numpy as np
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from atmos.errors import ConfigError, DataError
-from atmos.io.cmip6 import open_scenarios, read_driver_csv
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
 
 __all__ = ["add_parser", "run"]
 
 
 def _driver_on(driver: dict[str, xr.DataArray], fields: dict[str, xr.Dataset]) -> dict[str, xr.DataArray]:
     """The driver of each scenario on that scenario's years (every year must be in the table)."""
+    import numpy as np
+
     out = {}
     for scen, ds in fields.items():
         d = driver[scen]
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from atmos.baselines import GlobalDriverRegression, PatternScaling, gmst
+    from atmos.io.cmip6 import open_scenarios, read_driver_csv
 
     fields = open_scenarios(args.inputs, args.train, None)
     first = next(iter(fields.values()))
@@ -152,7 +155,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import xarray as xr
+
     from atmos.baselines import PatternScaling, gmst
+    from atmos.io.cmip6 import open_scenarios, read_driver_csv
 
     model = PatternScaling.load(args.coeffs)
     if args.driver:

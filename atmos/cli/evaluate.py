@@ -14,8 +14,6 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from atmos.errors import ConfigError, DataError
 
 __all__ = ["add_parser", "run"]
@@ -341,6 +339,8 @@ def _run_against(args, fc, truth, clim, specs, metrics, regions, name) -> int:
 
 def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> list[Path]:
     """Metric-vs-lead plots, maps at up to three leads of the first init, and zonal spectra."""
+    import numpy as np
+
     from atmos.baselines.climatology import climatology_forecast
     from atmos.evaluation import evaluate_spectra
     from atmos.metrics import align_truth, select_variables
@@ -386,6 +386,8 @@ def _forecast_plots(scores, fc, truth, clim, specs, outdir: Path, name: str) -> 
 
 
 def _run_climatebench(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from atmos.io.cmip6 import open_scenarios
     from atmos.metrics import climatebench_scores
 

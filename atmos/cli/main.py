@@ -1,4 +1,10 @@
-"""``atmos`` entry point: builds the argument parser from the command modules and runs one."""
+"""``atmos`` entry point: builds the argument parser from the command modules and runs one.
+
+Start-up stays light (``atmos --help`` well under half a second): the command modules import only
+the standard library and :mod:`atmos.errors` at module level, and import numpy, xarray, torch and
+the rest of atmos inside their ``run`` functions, so building the parser loads none of them
+(tests/test_cli_startup.py checks it). ``--version`` reads the installed version only when asked.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from atmos import __version__
 from atmos.errors import AtmosError
 
 # command name -> module under atmos.cli (each has `add_parser(subparsers)` and `run(args) -> int`)
@@ -30,24 +35,52 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """``--version``: prints ``atmos VERSION`` (importlib.metadata is loaded only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=kwargs.get("help", "show the version of atmos and exit"))
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from atmos._version import __version__
+
+        parser._print_message(f"atmos {__version__}\n", sys.stdout)
+        parser.exit()
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``atmos`` parser with the sub-commands ``commands`` (default: all of ``COMMANDS``)."""
     parser = argparse.ArgumentParser(
         prog="atmos",
         description="atmos: xarray-native weather and climate emulation (data cubes, grids, emulators).",
     )
-    parser.add_argument("--version", action="version", version=f"atmos {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
-        importlib.import_module(module).add_parser(sub)
+    for name in COMMANDS if commands is None else commands:
+        importlib.import_module(COMMANDS[name]).add_parser(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (the first word not an option: the top-level options take no value)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+        if arg == "--":
+            return None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Running a command needs only its own module; help, no command or a bad one: all of them.
+    command = _command_of(argv)
+    parser = build_parser(None if command is None else [command])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        (parser if command is None else build_parser()).print_help()
         return 0
     try:
         output = getattr(args, "output", None)

@@ -239,6 +239,76 @@ def _compute_dask(arrays: list) -> list[np.ndarray]:
     return list(dask.compute(*arrays, scheduler="synchronous"))
 
 
+# -- batches assembled in place -----------------------------------------------------------------
+
+
+class _BatchRow(torch.Tensor):
+    """Row ``_atmos_row`` of a batch tensor ``_atmos_batch`` (a sample of :meth:`WindowDataset.__getitems__`).
+
+    Behaves as a plain tensor (every operation runs on, and returns, plain tensors), except
+    that ``torch.stack`` of all rows of one batch, in order, along dim 0 (what the default
+    ``DataLoader`` collate does) returns the batch tensor itself, which already holds
+    exactly the values the stack would produce: the copy of every sample is skipped. With
+    ``out=`` (the collate inside a worker, into shared memory) the batch is returned when it
+    is already in shared memory, else it is copied into ``out``.
+    """
+
+    _atmos_batch: torch.Tensor
+    _atmos_row: int
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        kwargs = kwargs or {}
+        if func is torch.stack:
+            got = _stack_rows(*args, **kwargs)
+            if got is not None:
+                return got
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+
+def _stack_rows(tensors: Any, dim: int = 0, *, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The batch tensor if ``tensors`` are all its rows in order (see :class:`_BatchRow`), else None."""
+    if dim != 0 or not isinstance(tensors, (list, tuple)) or not tensors:
+        return None
+    first = tensors[0]
+    base = getattr(first, "_atmos_batch", None)
+    if base is None or len(tensors) != base.shape[0]:
+        return None
+    for k, t in enumerate(tensors):
+        if type(t) is not _BatchRow or t._atmos_batch is not base or t._atmos_row != k:
+            return None
+    if out is None or base.is_shared():
+        return base
+    with torch._C.DisableTorchFunctionSubclass():
+        out.resize_(base.shape).copy_(base)
+    return out
+
+
+def _empty(shape: tuple[int, ...], dtype: type, shared: bool) -> torch.Tensor:
+    """An uninitialised contiguous tensor, in shared memory if ``shared`` (as the collate of a worker)."""
+    tdt = torch.from_numpy(np.empty(0, dtype)).dtype
+    if not shared:
+        return torch.empty(shape, dtype=tdt)
+    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=tdt).set_(storage, 0, shape)
+
+
+def _batch_rows(bufs: Mapping[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    """``n`` samples whose tensors are the rows of ``bufs`` (one batch tensor per key)."""
+    out = []
+    for b in range(n):
+        sample = {}
+        for k, base in bufs.items():
+            row = base[b].as_subclass(_BatchRow)
+            row._atmos_batch = base
+            row._atmos_row = b
+            sample[k] = row
+        out.append(sample)
+    return out
+
+
 # -- the dataset ---------------------------------------------------------------------------------
 
 
@@ -744,15 +814,19 @@ class WindowDataset(torch.utils.data.Dataset):
         """The cached blocks ``ids``, reading the missing ones (contiguous runs in one read each)."""
         return self._finish(self._start(ids))
 
-    def _start(self, ids: np.ndarray) -> tuple[np.ndarray, list[list[int]], Any]:
+    def _start(
+        self, ids: np.ndarray, pending: set[int] | frozenset[int] = frozenset()
+    ) -> tuple[np.ndarray, list[list[int]], Any]:
         """Start reading the missing blocks of ``ids``: ``(ids, runs, pending read)``.
+
+        Blocks in ``pending`` are being read for an earlier group (not read again).
 
         For zarr-backed data the read runs in the background (see
         :func:`atmos.io.chunkread.submit_raw`) until :meth:`_finish`; otherwise it is
         done in :meth:`_finish`.
         """
         with self._lock:
-            missing = [b for b in ids.tolist() if b not in self._cache]
+            missing = [b for b in ids.tolist() if b not in self._cache and b not in pending]
         runs: list[list[int]] = []
         for b in missing:
             if runs and b == runs[-1][-1] + 1:
@@ -789,12 +863,14 @@ class WindowDataset(torch.utils.data.Dataset):
         with self._lock:
             have = {}
             for b in ids.tolist():
-                if b not in self._cache:  # evicted by another thread meanwhile: read it again
-                    return self._finish(self._start(ids))
+                if b not in self._cache:  # evicted meanwhile (another thread, an earlier group): read again
+                    break
                 self._cache.move_to_end(b)
                 have[b] = self._cache[b]
-            self._evict(keep=set(ids.tolist()))
-        return have
+            else:
+                self._evict(keep=set(ids.tolist()))
+                return have
+        return self._finish(self._start(ids))  # outside the (non-reentrant) lock
 
     def _insert(self, b: int, blk: Any, nbytes: int) -> None:
         if b in self._cache:
@@ -837,11 +913,22 @@ class WindowDataset(torch.utils.data.Dataset):
         Windows are taken in groups whose blocks fit in ``cache_bytes`` (one window per
         group for zarr-backed data); the reads of the next group are issued before the
         current group is assembled, so reading and decoding overlap assembly. The
-        samples equal ``[self[i] for i in indices]``.
+        samples equal ``[self[i] for i in indices]``, bit for bit.
+
+        The whole batch is assembled in place in one preallocated array per key (in shared
+        memory inside a DataLoader worker); the samples are row views of these arrays (see
+        :class:`_BatchRow`), so the default collate's ``torch.stack`` of the rows, in order,
+        returns the batch arrays themselves instead of copying every sample once more.
         """
         idx = [self._index(i) for i in indices]
+        if not idx:
+            return []
+        bufs = self._batch_buffers(len(idx))
+        views = {k: v.numpy() for k, v in bufs.items()}
         if self._data is not None:
-            return [self._sample(self._pos[i]) for i in idx]
+            for b, i in enumerate(idx):
+                self._fill(self._pos[i], None, views, b)
+            return _batch_rows(bufs, len(idx))
         step_bytes = len(self._dyn) * int(np.prod(self.grid_shape)) * 4
         sizes = np.diff(self._bounds) * step_bytes
         groups: list[tuple[list[int], np.ndarray]] = []
@@ -857,17 +944,60 @@ class WindowDataset(torch.utils.data.Dataset):
             if i is not None:
                 group.append(i)
             blocks = merged
-        out: list[dict[str, torch.Tensor]] = []
-        started = self._start(groups[0][1]) if groups else None
-        for k, (group, _) in enumerate(groups):
+        # prefetch: the reads of the next group are in flight while a group is assembled (one
+        # group ahead; a block already being read for an earlier group is not read again)
+        queue: list[tuple[Any, int, set[int]]] = []  # (started read, bytes, blocks) in group order
+        in_flight: set[int] = set()
+        nxt = 0
+
+        def launch() -> None:
+            nonlocal nxt
+            while nxt < len(groups):
+                ids = groups[nxt][1]
+                new = [x for x in ids.tolist() if x not in in_flight]
+                nbytes = sum(int(sizes[x]) for x in new)
+                if queue:  # deeper prefetch measured no better on 2 loaded cores
+                    break
+                queue.append((self._start(ids, pending=in_flight), nbytes, set(new)))
+                in_flight.update(new)
+                nxt += 1
+
+        b = 0
+        for group, _ in groups:
+            launch()
+            started, _, blks = queue.pop(0)
             got = self._finish(started)
-            if k + 1 < len(groups):
-                started = self._start(groups[k + 1][1])  # prefetch the next windows
-            out += [self._sample(self._pos[j], got) for j in group]
-        return out
+            in_flight.difference_update(blks)
+            launch()
+            for j in group:
+                self._fill(self._pos[j], got, views, b)
+                b += 1
+        return _batch_rows(bufs, len(idx))
+
+    def _sample_shapes(self) -> dict[str, tuple[tuple[int, ...], type]]:
+        n, h = self.history + self.lead_steps, self.history
+        g = tuple(self.grid_shape)
+        return {
+            "inputs": ((h, self._ch_in.size, *g), np.float32),
+            "targets": ((n - h, self._ch_out.size, *g), np.float32),
+            "forcings": ((n, self._n_forcings, *g), np.float32),
+            "statics": (tuple(self._statics.shape), np.float32),
+            "time": ((), np.int64),
+        }
+
+    def _batch_buffers(self, n: int) -> dict[str, torch.Tensor]:
+        """Uninitialised ``[n, *sample shape]`` tensors for every key (shared memory in a worker)."""
+        shared = torch.utils.data.get_worker_info() is not None
+        return {k: _empty((n, *shape), dt, shared) for k, (shape, dt) in self._sample_shapes().items()}
 
     def _sample(self, rows: np.ndarray, got: dict[int, Any] | None = None) -> dict[str, torch.Tensor]:
         """The window over time positions ``rows`` (``[history + lead_steps]``)."""
+        bufs = {k: np.empty(shape, dt) for k, (shape, dt) in self._sample_shapes().items()}
+        self._fill(rows, got, {k: v[None] for k, v in bufs.items()}, 0)
+        return {k: torch.from_numpy(v) if v.ndim else torch.tensor(int(v), dtype=torch.int64) for k, v in bufs.items()}
+
+    def _fill(self, rows: np.ndarray, got: dict[int, Any] | None, out: dict[str, np.ndarray], b: int) -> None:
+        """Write the window over time positions ``rows`` into row ``b`` of every array of ``out``."""
         h = self.history
         if self._data is not None:
             steps: list[Any] = [self._data[r] for r in rows.tolist()]
@@ -876,27 +1006,23 @@ class WindowDataset(torch.utils.data.Dataset):
             if got is None:
                 got = self._blocks(np.unique(blocks))
             if self._raw_blocks:
-                steps = [(r, got[b]) for b, r in zip(blocks.tolist(), rows.tolist())]
+                steps = [(r, got[b_]) for b_, r in zip(blocks.tolist(), rows.tolist())]
             else:
-                steps = [got[b][r - self._bounds[b]] for b, r in zip(blocks.tolist(), rows.tolist())]
+                steps = [got[b_][r - self._bounds[b_]] for b_, r in zip(blocks.tolist(), rows.tolist())]
         gather = self._gather_raw if self._data is None and self._raw_blocks else self._gather
-        inputs = gather(steps[:h], self._ch_in)
-        targets = gather(steps[h:], self._ch_out)
-        forc = np.empty((rows.size, self._n_forcings, *self.grid_shape), np.float32)
+        gather(steps[:h], self._ch_in, out["inputs"][b])
+        gather(steps[h:], self._ch_out, out["targets"][b])
+        forc = out["forcings"][b]
         if self._ch_f.size:
-            if self._f_ds_pos.size == self._n_forcings:
-                forc = gather(steps, self._ch_f)
+            p = self._f_ds_pos
+            if p[-1] - p[0] + 1 == p.size:  # dataset forcings first or last: gather in place
+                gather(steps, self._ch_f, forc[:, int(p[0]) : int(p[-1]) + 1])
             else:
-                forc[:, self._f_ds_pos] = gather(steps, self._ch_f)
+                forc[:, p] = gather(steps, self._ch_f)
         if self._derived:
             self._derived_into(forc, rows)
-        return {
-            "inputs": torch.from_numpy(inputs),
-            "targets": torch.from_numpy(targets),
-            "forcings": torch.from_numpy(forc),
-            "statics": torch.from_numpy(self._statics.copy()),
-            "time": torch.tensor(int(self._times_ns[rows[h - 1]]), dtype=torch.int64),
-        }
+        out["statics"][b] = self._statics
+        out["time"][b] = self._times_ns[rows[h - 1]]
 
     def _segments(self, chans: np.ndarray) -> list[tuple[int, int, int, int]]:
         """``chans`` cut into ``(k0, variable, level0, n)``: output channels ``k0 .. k0+n`` are
@@ -922,7 +1048,12 @@ class WindowDataset(torch.utils.data.Dataset):
         self._seg_cache[key] = segs
         return segs
 
-    def _gather_raw(self, steps: list[tuple[int, list[tuple[int, np.ndarray]]]], chans: np.ndarray) -> np.ndarray:
+    def _gather_raw(
+        self,
+        steps: list[tuple[int, list[tuple[int, np.ndarray]]]],
+        chans: np.ndarray,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Like :meth:`_gather` from stored zarr blocks: ``steps`` are ``(row, [(r0, raw)] per variable)``.
 
         Each (variable, run of levels, run of steps read together) is one strided numpy
@@ -930,7 +1061,8 @@ class WindowDataset(torch.utils.data.Dataset):
         """
         from atmos.io.chunkread import copy_channel
 
-        out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
+        if out is None:
+            out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
         for k0, vi, l0, n in self._segments(chans):
             var = self._zarr[vi][0]
             cs = chans[k0 : k0 + n]
@@ -975,9 +1107,11 @@ class WindowDataset(torch.utils.data.Dataset):
                 s += ns
         return out
 
-    def _gather(self, steps: list[np.ndarray], chans: np.ndarray) -> np.ndarray:
-        """Channels ``chans`` of every step (``[C, *grid]`` each) as ``[len(steps), len(chans), *grid]``."""
-        out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
+    def _gather(self, steps: list[np.ndarray], chans: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Channels ``chans`` of every step (``[C, *grid]`` each) as ``[len(steps), len(chans), *grid]``
+        (written into ``out`` when given)."""
+        if out is None:
+            out = np.empty((len(steps), chans.size, *self.grid_shape), np.float32)
         c0 = int(chans[0]) if chans.size else 0
         contiguous = np.array_equal(chans, np.arange(c0, c0 + chans.size))
         for s, x in enumerate(steps):

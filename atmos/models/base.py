@@ -30,7 +30,7 @@ from torch import nn
 
 from atmos.models.schema import ChannelSchema
 
-__all__ = ["Backbone", "LatentBackbone", "LatentForward"]
+__all__ = ["Backbone", "LatentBackbone", "LatentForward", "SupportsComputeSwitches"]
 
 
 @runtime_checkable
@@ -85,8 +85,40 @@ class LatentBackbone(Backbone, Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsComputeSwitches(Protocol):
+    """A backbone that honours the trainer's memory switches (``compute.*`` of the train config).
+
+    ``activation_checkpointing``: while gradients are being recorded, each of the model's
+    blocks (transformer blocks, U-Net stages) is recomputed in the backward pass instead
+    of keeping its activations. ``channels_last``: 2-D convolutions run on channels-last
+    tensors. Neither changes the weights or the function computed.
+    """
+
+    activation_checkpointing: bool
+    channels_last: bool
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class LatentForward(nn.Module):
-    """``forward = decode_latent(forward_latent(...))``, shared by the latent backbones."""
+    """``forward = decode_latent(forward_latent(...))``, shared by the latent backbones.
+
+    It also carries the two memory switches of :class:`SupportsComputeSwitches` (plain
+    attributes, not weights: off by default, never saved).
+    """
+
+    activation_checkpointing: bool = False
+    channels_last: bool = False
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``block(x)``, recomputed in the backward pass when activation checkpointing is on
+        and gradients are recorded (non-reentrant :func:`torch.utils.checkpoint.checkpoint`)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def forward(
         self,

@@ -258,26 +258,28 @@ class UNetGRU(LatentForward):
                     "returned by the previous call with the same batch, or state=None to reset."
                 )
         x = x.transpose(1, 2).reshape(b * 12, c, n, n)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for enc in self.encoder:
-            x = enc(x)
+            x = self.run_block(enc, x)
             skips.append(x)
         new_state = []
         for i, dec in enumerate(self.decoder):
             if dec.up is not None:
                 x = torch.cat([dec.up(x), skips[-1 - i]], dim=1)
-            x = dec.block(x)
+            x = self.run_block(dec.block, x)
             if dec.gru is not None:
                 x, h = dec.gru(x, None if state is None else state[i])
                 new_state.append(h)
-        latent = x.view(b, 12, -1, n, n).transpose(1, 2)
+        latent = x.reshape(b, 12, -1, n, n).transpose(1, 2)
         return latent, (tuple(new_state) if self.config.recurrent else None)
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Output convolution: ``[B, C0, 12, n, n]`` -> residual ``[B, C_out, 12, n, n]``."""
         b, c, _, n, _ = latent.shape
         out = self.output(latent.transpose(1, 2).reshape(b * 12, c, n, n))
-        return out.view(b, 12, -1, n, n).transpose(1, 2).contiguous()
+        return out.reshape(b, 12, -1, n, n).transpose(1, 2).contiguous()
 
     @property
     def recurrent(self) -> bool:

@@ -383,7 +383,7 @@ class ViT(LatentForward):
         x = self._to_windows(self.patch_embed(x))  # [B, n_windows, window_len, D]
         x = x + self.position_encoding()
         for blk in self.blocks:
-            x = blk(x)
+            x = self.run_block(blk, x)
         return self._from_windows(x), None
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:

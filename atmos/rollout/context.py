@@ -4,7 +4,7 @@ times and the forcing functions (how each forcing is produced for a future valid
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +20,9 @@ from atmos.io.forcings import DERIVED_FORCINGS
 from atmos.rollout.reading import normalize, read_channels
 from atmos.rollout.tables import grid_latlon, model_latlon
 
-__all__ = ["FORCING_MODES", "DataContext", "ForecasterLike", "build_context", "forcings_at", "regridders"]
+__all__ = [
+    "FORCING_MODES", "DataContext", "ForcingTable", "ForecasterLike", "build_context", "forcings_at", "regridders",
+]
 
 #: How forcings are produced for future times (see :mod:`atmos.rollout.forcings`).
 FORCING_MODES = ("auto", "astronomy", "data")
@@ -73,6 +75,7 @@ class DataContext:
     model_lon: np.ndarray
     data_source: str
     data_times: pd.DatetimeIndex
+    forcing_table: ForcingTable | None = field(default=None, repr=False)
 
 
 def _no_grad(module: nn.Module) -> Regrid:
@@ -214,6 +217,7 @@ def _from_data(fc: ForecasterLike, c: Channel, ctx: DataContext) -> ForcingFn:
         raw = torch.from_numpy(read_channels(ctx.ds, chans, times)).to(fc.device)
         return normalize(ctx.to_model(raw), chans, nd)[:, 0].cpu().numpy()
 
+    from_data.reads_data = True  # type: ignore[attr-defined]  # per window (see ForcingTable)
     return from_data
 
 
@@ -241,17 +245,90 @@ def forcing_fn(fc: ForecasterLike, c: Channel, ctx: DataContext, init: np.dateti
     return _from_data(fc, c, ctx), "read from the data at the valid times (uses data from the future, forcing only)"
 
 
+#: Bytes a :class:`ForcingTable` may hold (it covers fewer valid times on large grids).
+FORCING_TABLE_BYTES = 64 * 2**20
+#: Most valid times a :class:`ForcingTable` computes at once.
+FORCING_TABLE_TIMES = 256
+
+
+class ForcingTable:
+    """Forcings of consecutive valid times ``start + j dt``, computed a block at a time.
+
+    A model step needs the forcings of ``H + 1`` valid times, ``H`` of which the step before
+    needed too; the table computes each valid time once, for a block of them (8 valid times,
+    then twice as many at each refill up to :data:`FORCING_TABLE_TIMES`) in one vectorized call
+    of each forcing function (the
+    values are those of a call per window: the functions work time by time). Forcing functions
+    that read the data (``reads_data``, see :func:`forcing_fn`) are called per window instead: a
+    block could reach past the data's last time. A change of ``ctx.forcing_fns`` (or of ``dt``)
+    recomputes the table.
+    """
+
+    def __init__(self) -> None:
+        self.start: np.datetime64 | None = None
+        self.dt: np.timedelta64 | None = None
+        self.values: np.ndarray | None = None  # [T, C_f, *grid] float32 (NaN in the data-read channels)
+        self.fns: tuple[ForcingFn, ...] = ()  # the functions the values are from (held: compared by identity)
+        self.block = 8  # valid times of the next fill: doubles up to FORCING_TABLE_TIMES (short runs stay cheap)
+
+    def window(self, fns: Sequence[ForcingFn], first: np.datetime64, dt: np.timedelta64, n: int) -> np.ndarray:
+        """Forcings ``[n, C_f, *grid]`` float32 at ``first + j dt``, ``j < n`` (C-contiguous)."""
+        key = tuple(fns)
+        j = self._offset(key, first, dt, n)
+        if j is None:
+            self._fill(fns, key, first, dt, n)
+            j = 0
+        assert self.values is not None
+        out = self.values[j : j + n]
+        live = [k for k, fn in enumerate(fns) if getattr(fn, "reads_data", False)]
+        if live:
+            times = first + np.arange(n) * dt
+            out = out.copy()
+            for k in live:
+                out[:, k] = fns[k](times)
+        return out
+
+    def _offset(self, key: tuple[ForcingFn, ...], first: np.datetime64, dt: np.timedelta64, n: int) -> int | None:
+        same = len(key) == len(self.fns) and all(a is b for a, b in zip(key, self.fns, strict=True))
+        if self.values is None or not same or dt != self.dt or self.start is None:
+            return None
+        j, rem = divmod(int((first - self.start).astype("timedelta64[ns]").astype(np.int64)),
+                        int(dt.astype("timedelta64[ns]").astype(np.int64)))
+        return j if rem == 0 and 0 <= j and j + n <= len(self.values) else None
+
+    def _fill(self, fns: Sequence[ForcingFn], key: tuple[ForcingFn, ...], first: np.datetime64, dt: np.timedelta64,
+              n: int) -> None:
+        times = first + np.arange(n) * dt
+        part = [fn(times) if not getattr(fn, "reads_data", False) else None for fn in fns]
+        per_time = sum(int(np.prod(np.shape(p)[1:])) for p in part if p is not None) * 4 or 1
+        t = max(n, min(self.block, FORCING_TABLE_TIMES, FORCING_TABLE_BYTES // per_time))
+        self.block = min(2 * self.block, FORCING_TABLE_TIMES)
+        if t > n:  # the whole block, from the same vectorized calls
+            times = first + np.arange(t) * dt
+            part = [fn(times) if p is not None else None for fn, p in zip(fns, part, strict=True)]
+        shape = next((np.shape(p)[1:] for p in part if p is not None), None)
+        if shape is None:  # every forcing reads the data: nothing to keep
+            shape = np.shape(fns[0](first + np.arange(n) * dt))[1:]
+            t = n
+        nan = np.full((t, *shape), np.nan, np.float32)
+        self.values = np.ascontiguousarray(np.stack([p if p is not None else nan for p in part], axis=1),
+                                           dtype=np.float32)
+        self.start, self.dt, self.fns = first, dt, key
+
+
 def forcings_at(
     ctx: DataContext, time: np.datetime64, history: int, step: pd.Timedelta, batch: int, device: torch.device
 ) -> torch.Tensor | None:
     """Normalized forcings ``[B, H + 1, C_f, *model_grid]`` at the valid times of the window that
-    ends one ``step`` after ``time`` (None without forcings)."""
+    ends one ``step`` after ``time`` (None without forcings), from the context's
+    :class:`ForcingTable`."""
     if not ctx.forcing_fns:
         return None
-    dt = step.to_timedelta64()
-    times = np.array([time + (k + 1) * dt for k in range(-history, 1)], dtype="datetime64[ns]")
-    f = np.stack([fn(times) for fn in ctx.forcing_fns], axis=1)  # [H+1, C_f, *grid]
-    forc = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device)
+    dt = step.to_timedelta64().astype("timedelta64[ns]")
+    if ctx.forcing_table is None:
+        ctx.forcing_table = ForcingTable()
+    first = np.datetime64(time, "ns") + (1 - history) * dt
+    forc = torch.from_numpy(ctx.forcing_table.window(ctx.forcing_fns, first, dt, history + 1)).to(device)
     return forc.unsqueeze(0).expand(batch, *forc.shape)
 
 

@@ -40,14 +40,40 @@ def read_channels(ds: xr.Dataset, chans: Sequence[Channel], times: pd.DatetimeIn
     sdims = spatial_dims(ds)
     with decode_guard(ds, sorted({c.variable for c in chans}), "the input data"):
         out = None
-        for k, c in enumerate(chans):
-            vals = _channel_values(ds, c, times, sdims)
+        for k, (c, vals) in enumerate(zip(chans, _all_values(ds, chans, times, sdims), strict=True)):
+            if isinstance(vals, Exception):
+                raise vals  # in channel order, as when read one by one
             if out is None:
                 out = np.empty((vals.shape[0], len(chans), *vals.shape[1:]), np.float32)
             out[:, k] = vals
             _check_values(c, vals, times)
         assert out is not None
         return out
+
+
+def _all_values(
+    ds: xr.Dataset, chans: Sequence[Channel], times: pd.DatetimeIndex | None, sdims: tuple[str, ...]
+) -> list[np.ndarray | DataError]:
+    """Every channel's values (or the DataError selecting it raised), lazy (dask) data computed in
+    one graph: one read of each chunk, not one graph per channel."""
+    sel: list[xr.DataArray | DataError] = []
+    timed = ds
+    if times is not None:  # the times selected once for every variable (one index lookup)
+        names = list(dict.fromkeys(c.variable for c in chans))
+        if all("time" in ds[v].dims for v in names):
+            timed = ds[names].sel(time=times.values)
+    for c in chans:
+        try:
+            sel.append(_channel_array(timed, c, times, sdims, timed is not ds))
+        except DataError as err:
+            sel.append(err)
+    lazy = [k for k, x in enumerate(sel) if isinstance(x, xr.DataArray) and x.chunks is not None]
+    if len(lazy) > 1:
+        import dask
+
+        for k, v in zip(lazy, dask.compute(*(sel[k].data for k in lazy)), strict=True):  # type: ignore[union-attr]
+            sel[k] = sel[k].copy(data=v)  # type: ignore[union-attr]
+    return [x if isinstance(x, DataError) else np.asarray(x.values, dtype=np.float32) for x in sel]
 
 
 def _select_level(x: xr.DataArray, c: Channel) -> xr.DataArray:
@@ -67,15 +93,17 @@ def _select_level(x: xr.DataArray, c: Channel) -> xr.DataArray:
     return x
 
 
-def _channel_values(
-    ds: xr.Dataset, c: Channel, times: pd.DatetimeIndex | None, sdims: tuple[str, ...]
-) -> np.ndarray:
+def _channel_array(
+    ds: xr.Dataset, c: Channel, times: pd.DatetimeIndex | None, sdims: tuple[str, ...], selected: bool = False
+) -> xr.DataArray:
+    """Channel ``c`` at ``times`` as a (possibly lazy) ``[T, *grid]`` DataArray (``T = 1`` for statics;
+    ``selected``: ``ds`` holds ``times`` only)."""
     x = _select_level(ds[c.variable], c)
     if times is None:
         if "time" in x.dims:
             x = x.isel(time=0)
-        return np.asarray(x.transpose(*sdims).values, dtype=np.float32)[None]
-    return np.asarray(x.sel(time=times.values).transpose("time", *sdims).values, dtype=np.float32)
+        return x.transpose(*sdims).expand_dims("_one")
+    return (x if selected else x.sel(time=times.values)).transpose("time", *sdims)
 
 
 def _check_values(c: Channel, vals: np.ndarray, times: pd.DatetimeIndex | None) -> None:

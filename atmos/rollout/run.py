@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from atmos.rollout.background import BackgroundWriter
 from atmos.rollout.layout import dataset_from_layout, split_output
 from atmos.rollout.plan import RolloutPlan
 from atmos.rollout.state import STATE_FILE, RolloutState, load_state, save_state
@@ -54,11 +55,28 @@ class _Run:
     bar: Any = None
     callback: Callable[[int, int], None] | None = None
     last: tuple[int, int, RolloutState] | None = None  # (init index, lead, state at that lead)
+    main: Any = None  # the stores' writers, or BackgroundWriters feeding them (threaded writes)
+    native: Any = None
+
+    @property
+    def writers(self) -> list[Any]:
+        return [w for w in (self.main, self.native) if w is not None]
+
+    def flush(self, raise_error: bool = True) -> None:
+        """Wait until every lead handed to a writer thread is written (and raise its error)."""
+        for w in self.writers:
+            if isinstance(w, BackgroundWriter):
+                w.flush(raise_error=raise_error)
+
+    def stop(self) -> None:
+        for w in self.writers:
+            if isinstance(w, BackgroundWriter):
+                w.stop()
 
 
 def _emit(run: _Run, i: int, k: int, state: RolloutState) -> None:
     """Decode the state at lead ``k`` of init ``i`` and write it (or keep it in memory)."""
-    plan, main_w, native_w = run.plan, run.stores.main, run.stores.native
+    plan, main_w, native_w = run.plan, run.main, run.native
     fc, ens = plan.forecaster, plan.members is not None
     if native_w is not None:
         assert plan.native_layout is not None
@@ -79,7 +97,7 @@ def _emit(run: _Run, i: int, k: int, state: RolloutState) -> None:
 
 def _run_init(run: _Run, i: int, t0: pd.Timestamp) -> None:
     """All leads of initial time ``i`` that a store lacks (from a saved state when there is one)."""
-    plan, writers = run.plan, run.stores.writers
+    plan, writers = run.plan, run.writers
     fc = plan.forecaster
     start = min(w.completed[i] for w in writers) if writers else 0
     if run.mem is None and start >= plan.n_lead:
@@ -109,6 +127,7 @@ def _run_init(run: _Run, i: int, t0: pd.Timestamp) -> None:
         if run.bar is not None:
             run.bar.update(1)
         if run.callback is not None:
+            run.flush()  # "called after each lead is written"
             run.callback(i, k)
 
 
@@ -134,12 +153,15 @@ def run_plan(
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
     information: float | None = None,
+    threaded_writes: bool = True,
 ) -> xr.Dataset:
     """Run a plan: stream it into ``out`` (and ``native_out``) lead by lead, or keep it in memory.
 
     The parameters are those of :func:`atmos.rollout.api.rollout`. Ctrl-C and SIGTERM save the
     state at the last lead every store holds (``--resume`` continues from it) and mark the stores
     ``interrupted``; an error marks them ``failed`` (stores it created and left empty are removed).
+    With ``threaded_writes`` (the default) each store is written on a thread of its own
+    (:class:`~atmos.rollout.background.BackgroundWriter`, the same bytes), overlapping the model.
 
     Returns
     -------
@@ -151,14 +173,18 @@ def run_plan(
     if stores.main is None:
         mem = {n: np.full(v["shape"], np.nan, np.float32) for n, v in plan.layout.variables.items()}
     run = _Run(plan, stores, mem, _progress_bar(plan, stores) if progress else None, callback)
+    run.main, run.native = (BackgroundWriter(w) if w is not None and threaded_writes else w
+                            for w in (stores.main, stores.native))
     status, failed = None, False
     stack = contextlib.ExitStack()
     stack.enter_context(sigterm_as_interrupt())
     try:
         for i, t0 in enumerate(plan.inits):
             _run_init(run, i, t0)
+        run.flush()  # an error of a writer thread surfaces here at the latest
     except KeyboardInterrupt:
         status = "interrupted"
+        run.flush(raise_error=False)  # the leads handed over are written before the state is saved
         if stores.main is not None and run.last is not None:
             i, k, state = run.last
             save_state(stores.main.path, [w.completed[i] for w in stores.writers], i, k, state)
@@ -167,6 +193,7 @@ def run_plan(
         status, failed = f"failed: {err}", True
         raise
     finally:
+        run.stop()
         stack.close()
         if run.bar is not None:
             run.bar.close()

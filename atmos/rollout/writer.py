@@ -29,7 +29,6 @@ reads that back so that ``--resume`` writes only what is missing.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -44,6 +43,7 @@ import xarray as xr
 
 from atmos.errors import ConfigError, DataError, SourceError
 from atmos.io.compression import StreamRounder, lossless_codec, spatial_axes, store_nbytes
+from atmos.rollout.chunkfiles import ChunkFile, write_lead
 from atmos.rollout.lock import StoreLock
 
 __all__ = ["ForecastWriter", "read_progress"]
@@ -120,6 +120,7 @@ class ForecastWriter:
         with quiet_zarr():
             self._group = zarr.open_group(str(self.path), mode="r+")
         self._arrays: dict[str, Any] = {}
+        self._direct: dict[str, ChunkFile | None] = {}  # chunk files written without zarr (chunkfiles)
         self.rounder = StreamRounder.from_attr(self._group.attrs.get("atmos_compression"))
         self._rounder_keys = len(self.rounder.keepbits)
 
@@ -264,6 +265,7 @@ class ForecastWriter:
                 if hasattr(arr, "with_config"):
                     arr = arr.with_config({"write_empty_chunks": True})
                 self._arrays[name] = arr
+                self._direct[name] = ChunkFile.of(arr)
             except KeyError as err:
                 raise DataError(f"the forecast store {str(self.path)!r} has no variable {name!r}.") from err
         return self._arrays[name]
@@ -281,12 +283,13 @@ class ForecastWriter:
             )
         arrays = [(name, self._array(name), arr) for name, arr in values.items()]
         items = [
-            (a, self.rounder(name, np.asarray(v, dtype=a.dtype), spatial_axes(_dims(a)[2:]))) for name, a, v in arrays
+            (a, self._direct[name], self.rounder(name, np.asarray(v, dtype=a.dtype), spatial_axes(_dims(a)[2:])))
+            for name, a, v in arrays
         ]
         if len(self.rounder.keepbits) != self._rounder_keys:  # new kept bits: recorded before they are used
             self._rounder_keys = len(self.rounder.keepbits)
             self._last_progress = float("-inf")
-        _set_chunks(items, (init_index, lead_index))
+        write_lead(items, (init_index, lead_index))
         self.completed[init_index] = lead_index + 1
         now = time.monotonic()
         # the progress attributes trail the chunks by at most progress_interval seconds (they never
@@ -362,24 +365,6 @@ def _chunk_fault(root: Path, name: str, arr: Any, lead: tuple[int, int]) -> str:
         except Exception as err:  # the codec's own error type (RuntimeError, ValueError, ...)
             return f"chunk {key} does not decode ({type(err).__name__}: {err})"
     return ""
-
-
-def _set_chunks(items: list[tuple[Any, np.ndarray]], index: tuple[int, int]) -> None:
-    """Write one lead of several arrays: concurrently through zarr's async API when available
-    (encoding and file writes overlap), else one ``__setitem__`` after the other."""
-    try:
-        from zarr.core.sync import sync
-    except ImportError:  # pragma: no cover - another zarr layout
-        sync = None
-    if sync is None or not all(hasattr(a, "_async_array") for a, _ in items):
-        for a, v in items:  # pragma: no cover
-            a[index] = v
-        return
-
-    async def _all() -> None:
-        await asyncio.gather(*(a._async_array.setitem(index, v) for a, v in items))
-
-    sync(_all())
 
 
 def _replaceable(path: Path) -> bool:

@@ -48,6 +48,7 @@ from atmos.errors import ConfigError
 
 __all__ = [
     "ANEMOI_VARIABLE_WEIGHTS",
+    "ComputeConfig",
     "DataConfig",
     "DecoderConfig",
     "DownscaleConfig",
@@ -426,6 +427,54 @@ _DOWNSCALE_MOVED = {
 }
 
 
+#: Values of ``compute.parallel``.
+PARALLEL_MODES = ("ddp", "fsdp")
+#: Values of ``compute.compile``.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class ComputeConfig:
+    """How the forecast task's training step runs: the GPU and scale switches.
+
+    None of them changes what is learned, only its cost; each is off by default. The
+    precision of the step is the top-level ``precision`` (autocast, with a loss scaler for
+    fp16).
+
+    Attributes
+    ----------
+    compile : str or bool
+        ``off`` (or false) or a ``torch.compile`` mode (true = ``default``) (``default``, ``reduce-overhead``,
+        ``max-autotune``...) for the model of the training step. Validation and
+        checkpoints use the uncompiled module (same weights).
+    compile_backend : str
+        ``torch.compile`` backend: ``inductor`` (generates kernels; needs a C++ compiler on
+        CPU), ``aot_eager`` or ``eager`` (no code generation: a check of the graph capture).
+    channels_last : bool
+        Run the convolutions in channels-last memory layout (the U-Net-GRU's 2-D
+        convolutions; on GPUs this enables the NHWC tensor-core kernels).
+    activation_checkpointing : bool
+        Recompute each transformer block / U-Net stage in the backward pass instead of
+        storing its activations (less memory, about one more forward of compute).
+    grad_accumulation : int
+        Micro-batches of ``data.batch_size`` per optimizer step: the step's gradient is the
+        mean over ``grad_accumulation * data.batch_size`` windows per process. An epoch of
+        ``max_steps_per_epoch`` steps then reads that many times more windows.
+    parallel : str
+        With several processes (torchrun / ``atmos slurm``): ``ddp`` (every process holds
+        the whole model) or ``fsdp`` (FSDP2 ``fully_shard``: parameters, gradients and
+        optimizer state are sharded over the processes, for models that do not fit one
+        device). With one process both are the plain model.
+    """
+
+    compile: str | bool = "off"
+    compile_backend: str = "inductor"
+    channels_last: bool = False
+    activation_checkpointing: bool = False
+    grad_accumulation: int = 1
+    parallel: str = "ddp"
+
+
 #: Values of ``TrainConfig.task``.
 TASKS = ("forecast", "decoder", "finetune", "downscale")
 
@@ -436,7 +485,10 @@ class TrainConfig:
 
     ``device``: ``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``.
     ``precision``: ``auto`` (bf16 autocast on a GPU that supports it, else fp16 with
-    loss scaling; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+    loss scaling; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` (asked for explicitly, these
+    also run on CPU: bf16 autocast, or fp16 autocast with a loss scaler).
+    ``compute``: compilation, memory layout, activation checkpointing, gradient
+    accumulation and DDP/FSDP2 (:class:`ComputeConfig`).
     ``deterministic`` asks torch for deterministic GPU kernels (warn-only; CPU kernels already are).
     """
 
@@ -452,6 +504,7 @@ class TrainConfig:
     backbone: str | None = None
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     downscale: DownscaleConfig = field(default_factory=DownscaleConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -831,6 +884,31 @@ def validate_config(cfg: TrainConfig) -> None:
     _positive(cfg.output.log_every_steps, "output.log_every_steps")
     _choice(cfg.device.split(":")[0], ("auto", "cpu", "cuda"), "device")
     _choice(cfg.precision, ("auto", "fp32", "bf16", "fp16"), "precision")
+    _validate_compute(cfg)
+
+
+def _validate_compute(cfg: TrainConfig) -> None:
+    """Check the ``compute:`` section."""
+    c = cfg.compute
+    if isinstance(c.compile, bool):
+        c.compile = "default" if c.compile else "off"
+    _choice(c.compile, COMPILE_MODES, "compute.compile")
+    _choice(c.compile_backend, ("inductor", "aot_eager", "eager", "cudagraphs"), "compute.compile_backend")
+    _choice(c.parallel, PARALLEL_MODES, "compute.parallel")
+    _positive(c.grad_accumulation, "compute.grad_accumulation")
+    if cfg.task != "forecast":
+        default = ComputeConfig()
+        changed = [f.name for f in dataclasses.fields(c) if getattr(c, f.name) != getattr(default, f.name)]
+        if changed:
+            raise ConfigError(
+                f"compute.{changed[0]} is set but task is {cfg.task!r}: the compute switches apply to task: forecast "
+                "only. Remove the compute section for this task."
+            )
+    if c.parallel == "fsdp" and cfg.optimizer.ema_decay:
+        raise ConfigError(
+            "compute.parallel is 'fsdp' and optimizer.ema_decay is set: an EMA of sharded weights is not supported "
+            "yet. Set optimizer.ema_decay: null, or use compute.parallel: ddp."
+        )
 
 
 def _validate_downscale(ds: DownscaleConfig) -> None:

@@ -50,6 +50,7 @@ from atmos.io.normalizer import Normalizer
 from atmos.models.checkpoint import load_weights
 from atmos.train import checkpoint as ckpt_io
 from atmos.train import distributed as dist_utils
+from atmos.train.compute import make_scaler, prepare_modules, resolve_precision
 from atmos.train.config import TrainConfig, config_to_dict, parse_gradient_mode, save_config
 from atmos.train.core import (
     EMA,
@@ -93,23 +94,6 @@ _DATA_KEYS = ("inputs", "targets", "forcings", "statics")
 # =============================================================================================
 # small utilities
 # =============================================================================================
-
-
-def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = plain fp32)."""
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            log.warning("precision %s requested on CPU: running in fp32 (autocast is only used on GPUs).", precision)
-        return None
-    if precision == "fp32":
-        return None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _detach_tree(x: Any) -> Any:
@@ -348,7 +332,7 @@ class _Trainer:
         self.cfg = cfg
         self.info = info
         self.device = resolve_device(cfg.device, info.local_rank)
-        self.amp_dtype = _resolve_precision(cfg.precision, self.device)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.deadline = deadline
         self.stop_after = stop_after
         self.run_dir = Path(cfg.output.dir) / str(cfg.output.name)
@@ -394,29 +378,26 @@ class _Trainer:
         self.model.to(self.device)
         self._prepare_run_dir()  # only now: a config error leaves nothing behind
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        if info.enabled:
-            self.ddp: nn.Module = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        else:
-            self.ddp = self.model
+        self.mods = prepare_modules(self.model, cfg.compute, info, self.device, self.amp_dtype)
+        self.accum = int(cfg.compute.grad_accumulation)
         o = cfg.optimizer
         self.optimizer = build_optimizer(self.model.parameters(), o)
         self.sampler = dist_utils.ResumableDistributedSampler(
             self._n_train(), info.world_size, info.rank, shuffle=True, seed=cfg.seed
         )
-        per_rank = self.sampler.num_samples // cfg.data.batch_size
+        per_rank = self.sampler.num_samples // (cfg.data.batch_size * self.accum)
         if per_rank < 1:
             raise ConfigError(
-                f"data.batch_size {cfg.data.batch_size} (per process, x{info.world_size} processes) is larger than "
-                f"the {self._n_train()} training windows; lower it or use a longer data.period."
+                f"data.batch_size {cfg.data.batch_size} x compute.grad_accumulation {self.accum} (per process, "
+                f"x{info.world_size} processes) is larger than the {self._n_train()} training windows; lower them or "
+                "use a longer data.period."
             )
         self.steps_per_epoch = per_rank
         if cfg.schedule.max_steps_per_epoch:
             self.steps_per_epoch = min(per_rank, cfg.schedule.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, o.lr, self.total_steps)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = make_scaler(self.amp_dtype, self.device)
         self.ema = EMA(self.model, o.ema_decay) if o.ema_decay else None
         self.chunk = parse_gradient_mode(cfg.multistep.gradient)
 
@@ -509,13 +490,23 @@ class _Trainer:
         if state is None:
             raise ConfigError(f"checkpoint {str(ck.path)!r} has no training_state.pt: it cannot be resumed.")
         weights = state.get("raw_model") or ck.model_state
+        saved_fsdp = state.get("parallel") == "fsdp"
+        if saved_fsdp != (self.mods.parallel == "fsdp"):
+            raise ConfigError(
+                f"cannot resume: checkpoint {str(ck.path)!r} was written with compute.parallel "
+                f"{'fsdp' if saved_fsdp else 'ddp (or one process)'}, this run uses {self.mods.parallel!r}; their "
+                "optimizer states differ in layout. Resume with the run's own compute.parallel and process count."
+            )
         try:
-            load_weights(self.model, weights, source=f"checkpoint {str(ck.path)!r}")
-        except (ConfigError, SourceError) as err:
+            if self.mods.parallel == "fsdp":
+                self.mods.load_model_state(weights)
+            else:
+                load_weights(self.model, weights, source=f"checkpoint {str(ck.path)!r}")
+        except (ConfigError, SourceError, RuntimeError) as err:
             raise ConfigError(
                 f"cannot resume: {err} The model is built from the config: resume with the run's own config.yaml."
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.mods.load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -620,32 +611,14 @@ class _Trainer:
         return {**b, "inputs": b["inputs"] - off[:, :H], "targets": b["targets"] - off[:, H:, :C]}, off
 
     # -- one optimizer step ---------------------------------------------------------------------
-    def train_step(self, batch: Mapping[str, torch.Tensor], K: int) -> float:
-        self.ddp.train()
-        b, _ = self._anomalies(self._to_device(batch))
-        if self.cfg.loss.name == "crps":  # members of each window side by side: [B * M, ...]
-            M = self.cfg.loss.members
-            b = {**b, **{k: b[k].repeat_interleave(M, 0) for k in ("inputs", "forcings", "statics")}}
+    def train_step(self, batches: Sequence[Mapping[str, torch.Tensor]], K: int) -> float:
+        """One optimizer step on ``compute.grad_accumulation`` micro-batches; the mean loss."""
+        self.mods.step.train()
         self.optimizer.zero_grad(set_to_none=True)
-        step = self._step_fn(self.ddp, b, noise_seed=int(self.cfg.seed) * 7_919 + 104_729 * self.info.rank
-                             + 15_485_863 * self.global_step)
-        ddp = isinstance(self.ddp, nn.parallel.DistributedDataParallel)
-
-        def chunk_ctx(last: bool):
-            return contextlib.nullcontext() if (last or not ddp) else self.ddp.no_sync()
-
-        inputs = b["inputs"]
-        sigma = self.cfg.multistep.input_noise
-        if sigma > 0:
-            gen = torch.Generator(device=inputs.device)
-            gen.manual_seed(int(self.cfg.seed) * 1_000_003 + 7919 * self.info.rank + self.global_step)
-            noise = torch.randn(inputs.shape, generator=gen, device=inputs.device, dtype=inputs.dtype)
-            inputs = inputs + sigma * noise
-        res = rollout(
-            step, inputs, K, chunk=self.chunk, targets=b["targets"], loss_fn=self.criterion,
-            step_weights=self.cfg.multistep.step_weights, backward=lambda l: self.scaler.scale(l).backward(),
-            chunk_context=chunk_ctx,
-        )
+        n = len(batches)
+        total = 0.0
+        for m, batch in enumerate(batches):
+            total += self._micro_step(batch, K, m, n)
         if self.cfg.optimizer.grad_clip:
             self.scaler.unscale_(self.optimizer)
             clip_gradients(self.model.parameters(), self.cfg.optimizer.grad_clip)
@@ -654,6 +627,35 @@ class _Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        return total / n
+
+    def _micro_step(self, batch: Mapping[str, torch.Tensor], K: int, m: int, n: int) -> float:
+        """Forward and backward of micro-batch ``m`` of ``n`` (loss scaled by 1/n; the gradients
+        are all-reduced in the backward of the last chunk of the last micro-batch only)."""
+        b, _ = self._anomalies(self._to_device(batch))
+        if self.cfg.loss.name == "crps":  # members of each window side by side: [B * M, ...]
+            M = self.cfg.loss.members
+            b = {**b, **{k: b[k].repeat_interleave(M, 0) for k in ("inputs", "forcings", "statics")}}
+        step = self._step_fn(self.mods.step, b, noise_seed=int(self.cfg.seed) * 7_919 + 104_729 * self.info.rank
+                             + 15_485_863 * self.global_step + 32_452_843 * m)
+
+        def chunk_ctx(last: bool):
+            return self.mods.gradient_sync(last and m == n - 1)
+
+        inputs = b["inputs"]
+        sigma = self.cfg.multistep.input_noise
+        if sigma > 0:
+            gen = torch.Generator(device=inputs.device)
+            gen.manual_seed(int(self.cfg.seed) * 1_000_003 + 7919 * self.info.rank + self.global_step + 49_979_687 * m)
+            noise = torch.randn(inputs.shape, generator=gen, device=inputs.device, dtype=inputs.dtype)
+            inputs = inputs + sigma * noise
+        scale = 1.0 / n
+        res = rollout(
+            step, inputs, K, chunk=self.chunk, targets=b["targets"], loss_fn=self.criterion,
+            step_weights=self.cfg.multistep.step_weights,
+            backward=lambda l: self.scaler.scale(l * scale if n > 1 else l).backward(),
+            chunk_context=chunk_ctx,
+        )
         return float(res.loss.item())
 
     # -- validation ----------------------------------------------------------------------------
@@ -674,9 +676,18 @@ class _Trainer:
         bs = self.cfg.validation.batch_size or self.cfg.data.batch_size
         shape = (1, -1, *([1] * len(data.grid_shape)))
         mean, std = self.phys_mean.view(shape), self.phys_std.view(shape)
+        # under FSDP every forward is a collective: every rank runs the same number of batches
+        n_batches = -(-len(idx) // bs)
+        if self.mods.parallel == "fsdp":
+            n_batches = -(-(-(-len(data.val_indices) // self.info.world_size)) // bs)
         with ema_weights(self.model, self.ema) as model:
-            for s in range(0, len(idx), bs):
+            for s in range(0, n_batches * bs, bs):
                 items = [data.val[i] for i in idx[s : s + bs]]
+                if not items:  # FSDP padding batch: run, do not count
+                    it0 = data.val[data.val_indices[0]]
+                    b0, _ = self._anomalies(self._to_device({k: torch.stack([it0[k]]) for k in (*_DATA_KEYS, "time")}))
+                    rollout(self._step_fn(model, b0, noise_seed=int(self.cfg.seed) + s), b0["inputs"], K)
+                    continue
                 b = self._to_device({k: torch.stack([it[k] for it in items]) for k in (*_DATA_KEYS, "time")})
                 b, off = self._anomalies(b)
                 H = b["inputs"].shape[1]
@@ -775,14 +786,17 @@ class _Trainer:
     def save(self, train_loss: float | None) -> Path | None:
         rng = dist_utils.all_gather_objects(ckpt_io.get_rng_state())
         path = None
+        model_state = self.mods.model_state()  # under FSDP these two gather the shards: every rank takes part
+        optimizer_state = self.mods.optimizer_state(self.optimizer)
         if self.info.is_main:
-            weights = self.ema.shadow if self.ema is not None else self.model.state_dict()
+            weights = self.ema.shadow if self.ema is not None else model_state
             state = {
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
+                "parallel": self.mods.parallel,
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "ema": self.ema.state_dict() if self.ema is not None else {},
-                "raw_model": dict(self.model.state_dict()) if self.ema is not None else {},
+                "raw_model": dict(model_state) if self.ema is not None else {},
                 "rng": rng,
                 "sampler": {"epoch": self.epoch, "position": self.position, "seed": self.cfg.seed,
                             "batch_size": self.cfg.data.batch_size, "world_size": self.info.world_size},
@@ -822,7 +836,7 @@ class _Trainer:
             while self.epoch < cfg.schedule.epochs:
                 K = cfg.multistep.steps_at(self.epoch)
                 start = self.position
-                it = self._loader(self.epoch, start)
+                it = self._loader(self.epoch, start * self.accum)
                 bar = None
                 # a bar only on a terminal: in a redirected log (SLURM, nohup) it would write thousands
                 # of carriage-return lines; the per-epoch log lines remain
@@ -836,14 +850,14 @@ class _Trainer:
                     self.epoch_loss = [0.0, 0]
                 t_log = time.perf_counter()
                 t_epoch = time.perf_counter()
-                gbs = cfg.data.batch_size * info.world_size
+                gbs = cfg.data.batch_size * info.world_size * self.accum
                 stopped = False
                 while self.position < self.steps_per_epoch:
                     if self._should_stop(flag, steps_this_call):
                         stopped = True
                         break
-                    batch = next(it)
-                    loss = self.train_step(batch, K)
+                    batches = [next(it) for _ in range(self.accum)]
+                    loss = self.train_step(batches, K)
                     loss_t = dist_utils.all_reduce_mean(torch.tensor([loss], device=self.device))
                     loss = float(loss_t.item())
                     if not math.isfinite(loss):

@@ -175,3 +175,67 @@ def test_zarr_reader_pickles_and_works_in_workers(latlon_store):
     for x, y in zip(single, multi):
         for key in x:
             assert torch.equal(x[key], y[key]), key
+
+
+def _bitwise(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.dtype != y.dtype or x.shape != y.shape:
+        return False
+    return bool(torch.equal(x.contiguous().view(-1).view(torch.uint8), y.contiguous().view(-1).view(torch.uint8)))
+
+
+def _batch_cases(latlon_store, healpix_store):
+    lat = atmos.open_dataset(latlon_store)
+    lat_kw = dict(
+        inputs=[("temperature", [850, 250]), "geopotential", "2m_temperature"],
+        forcings=["cos_time_of_day", "toa_incident_solar_radiation", "sin_day_of_year"],
+        statics=["land_sea_mask"], history=2, lead_steps=2, stats=compute_stats(lat).compute(),
+    )
+    hp = xr.open_zarr(healpix_store)
+    hp_kw = dict(
+        inputs=[("temperature", [850, 250]), "2m_temperature"], forcings=["cos_time_of_day", "cos_day_of_year"],
+        statics=["land_sea_mask"], history=2, lead_steps=1, stats=compute_stats(hp).compute(),
+    )
+    return [
+        ("latlon-zarr", lat, dict(lat_kw, reader="zarr")),
+        ("latlon-dask", lat, dict(lat_kw, reader="dask")),
+        ("latlon-memory", lat, dict(lat_kw, cache="memory")),
+        ("healpix-faces", hp, dict(hp_kw, healpix_layout="faces")),
+        ("healpix-cells", hp, dict(hp_kw, healpix_layout="cells")),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_batched_fetch_equals_items_stacked(latlon_store, healpix_store, case):
+    """__getitems__ (one preallocated array per key, collated without a copy) == stacked items, bitwise,
+    through a DataLoader with 0 and 2 workers, any order, a short last batch and a Subset."""
+    name, ds, kw = _batch_cases(latlon_store, healpix_store)[case]
+    wd = WindowDataset(ds, **kw)
+    ref = WindowDataset(ds, **kw)
+    order = np.random.default_rng(case).permutation(len(wd)).tolist()[:11]
+    items = [ref[i] for i in order]  # per-item fetch on another instance (no shared cache)
+    got = wd.__getitems__(order)
+    assert len(got) == len(order)
+    for x, y in zip(got, items):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert _bitwise(x[k], y[k]), (name, k)
+    # the collate of a full batch returns the batch arrays; a reordered/partial stack is a real stack
+    stacked = torch.utils.data.default_collate(got)
+    for k in stacked:
+        assert type(stacked[k]) is torch.Tensor
+        assert _bitwise(stacked[k], torch.stack([y[k] for y in items])), (name, k)
+    part = torch.stack([got[2]["inputs"], got[0]["inputs"]])
+    assert type(part) is torch.Tensor and _bitwise(part, torch.stack([items[2]["inputs"], items[0]["inputs"]]))
+    assert type(got[0]["inputs"] * 2) is torch.Tensor
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(wd, batch_size=4, sampler=order, num_workers=workers)
+        batches = list(loader)
+        assert [b["inputs"].shape[0] for b in batches] == [4, 4, 3]
+        for j, b in enumerate(batches):
+            for k in b:
+                assert type(b[k]) is torch.Tensor
+                assert _bitwise(b[k], torch.stack([y[k] for y in items[4 * j : 4 * j + 4]])), (name, workers, k)
+    sub = torch.utils.data.Subset(wd, order[:6])
+    b = next(iter(torch.utils.data.DataLoader(sub, batch_size=6)))
+    for k in b:
+        assert _bitwise(b[k], torch.stack([y[k] for y in items[:6]])), (name, k)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 VARIABLES = ["geopotential", "temperature", "2m_temperature"]
 #: Variables a forecast backbone does not learn (the decoder task's new variables).
@@ -76,3 +81,29 @@ def tiny_config(mock_store, tmp_path):
         return make_config(mock_store, tmp_path / "runs", **sections)
 
     return factory
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_train(cfg: dict, nproc: int, *args: str) -> None:
+    """Run ``atmos train`` under ``torchrun`` exactly as a user would (fresh processes, no fork).
+
+    A timeout turns a hung rendezvous or collective into a failed test instead of a stuck CI job.
+    """
+    path = Path(cfg["output"]["dir"]) / f"{cfg['output']['name']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "ATMOS_DEADLINE"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
+           "-m", "atmos.cli.main", "train", str(path), "--no-progress", "--log-level", "WARNING", *args]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun did not finish in 300 s:\n{err.stdout}\n{err.stderr}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from atmos.train import fit
 from atmos.train.checkpoint import find_checkpoint, load_training_state
 from atmos.train.distributed import ResumableDistributedSampler
+from tests.train.conftest import torchrun_train
 
 
 def test_sampler_shards_one_permutation_and_resumes():
@@ -37,32 +32,6 @@ def test_sampler_shards_one_permutation_and_resumes():
     assert list(single) != order  # a new order every epoch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun_train(cfg: dict, nproc: int) -> None:
-    """Run ``atmos train`` under ``torchrun`` exactly as a user would (fresh processes, no fork).
-
-    A timeout turns a hung rendezvous or collective into a failed test instead of a stuck CI job.
-    """
-    path = Path(cfg["output"]["dir"]) / "ddp.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-    env = {k: v for k, v in os.environ.items() if k != "ATMOS_DEADLINE"}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
-           "-m", "atmos.cli.main", "train", str(path), "--no-progress", "--log-level", "WARNING"]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"torchrun did not finish in 300 s:\n{err.stdout}\n{err.stderr}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
 def test_ddp_two_gloo_processes_match_a_single_process(tiny_config):
     sections = {
         "schedule": {"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 3},
@@ -72,7 +41,7 @@ def test_ddp_two_gloo_processes_match_a_single_process(tiny_config):
     }
     data = tiny_config()["data"]
     ddp_cfg = tiny_config(**sections, data={**data, "batch_size": 2}, output={"name": "ddp", "progress": False})
-    _torchrun_train(ddp_cfg, nproc=2)
+    torchrun_train(ddp_cfg, nproc=2)
     ddp_run = Path(ddp_cfg["output"]["dir"]) / "ddp"
     state = load_training_state(ddp_run)
     assert state["sampler"]["world_size"] == 2 and len(state["rng"]) == 2
