@@ -92,7 +92,7 @@ def keep_spectral_norm_fp32(model: nn.Module) -> int:
     return n
 
 
-def _shard(model: nn.Module, device: torch.device) -> None:
+def _shard(model: nn.Module) -> None:
     """FSDP2: each block of the model's ``ModuleList``s is one unit, the root the last."""
     from torch.distributed.fsdp import fully_shard
 
@@ -218,7 +218,7 @@ def prepare_modules(model: nn.Module, compute: Any, info: Any, device: torch.dev
     _switch_model(model, compute, amp_dtype)
     parallel, step, wrapper = "none", model, None
     if info.enabled and compute.parallel == "fsdp":
-        _shard(model, device)
+        _shard(model)
         parallel = "fsdp"
     elif info.enabled:
         wrapper = nn.parallel.DistributedDataParallel(

@@ -206,7 +206,7 @@ def test_fsdp_with_ema_is_refused(tiny_config):
 # -- FSDP2 ---------------------------------------------------------------------------------------
 
 
-def test_fsdp_two_gloo_processes_match_one_process_and_resume(tiny_config, tmp_path):
+def test_fsdp_two_gloo_processes_match_one_process_and_resume(tiny_config):
     sections = {
         "schedule": {"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 3},
         "multistep": {"steps": 3, "maximum": 3, "gradient": "truncated:2"},
