@@ -303,7 +303,7 @@ class Forecaster(DecoderAttachment):
         (:func:`atmos.rollout.checks.history_times`; a ``DataError`` says which time is missing and why)."""
         return history_times(data_times, init, self.history, self.step)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def advance(self, state: RolloutState) -> RolloutState:
         """One model step: the state at ``state.time + step``.
 
@@ -339,7 +339,7 @@ class Forecaster(DecoderAttachment):
         new_hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1).to(hist.dtype)], dim=1)
         return RolloutState(new_hist, new_time, state.init, state.step + 1, carry, ctx, diag, state.seed)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, state: RolloutState, *, native: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The newest state in physical units on the data's grid.
 

@@ -50,6 +50,10 @@ __all__ = ["ForecastWriter", "read_progress"]
 
 #: Default seconds between progress-attribute updates while writing (see ForecastWriter).
 PROGRESS_INTERVAL = 1.0
+#: Chunk keys ``c.<init>.<lead>.0...``: one flat file per lead and variable (zarr v3's default
+#: ``c/<init>/<lead>/0/...`` makes a folder tree per lead, and creating folders costs more than
+#: writing a 64x32 lead). Any zarr v3 reader reads the keys from the metadata.
+CHUNK_KEYS = {"name": "default", "separator": "."}
 
 _PROGRESS_KEYS = ("atmos_completed_leads", "atmos_completed_steps", "atmos_total_steps", "atmos_status")
 
@@ -178,7 +182,7 @@ class ForecastWriter:
         enc: dict[str, dict[str, Any]] = {}
         for name, var in tpl.data_vars.items():
             enc[str(name)] = {"chunks": (1, 1, *var.shape[2:]), "_FillValue": np.float32(np.nan),
-                              "compressors": (lossless_codec(),)}
+                              "compressors": (lossless_codec(),), "chunk_key_encoding": dict(CHUNK_KEYS)}
         for k, v in (encoding or {}).items():  # merged: the chunking above always holds
             enc[str(k)] = {**enc.get(str(k), {}), **dict(v)}
         p.parent.mkdir(parents=True, exist_ok=True)

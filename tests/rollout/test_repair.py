@@ -17,10 +17,12 @@ from atmos.rollout.writer import ForecastWriter
 
 
 def _chunk(store, var, i, k):
-    files = sorted((store / var / "c" / str(i) / str(k)).rglob("*"))
-    files = [f for f in files if f.is_file()]
-    assert files, f"no chunk file for {var} init {i} lead {k}"
-    return files[0]
+    import zarr
+
+    arr = zarr.open_array(str(store / var), mode="r")
+    f = store / var / arr.metadata.encode_chunk_key((i, k, *(0,) * (arr.ndim - 2)))
+    assert f.is_file(), f"no chunk file for {var} init {i} lead {k}"
+    return f
 
 
 def _equal(a: xr.Dataset, b: xr.Dataset) -> None:

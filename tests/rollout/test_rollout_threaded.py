@@ -153,7 +153,7 @@ def test_callback_sees_the_lead_written(vit_fc, mock_ds, tmp_path):
     seen = []
 
     def cb(i, k):
-        seen.append((k, (out / "2m_temperature" / "c" / "0" / str(k) / "0" / "0").is_file()))
+        seen.append((k, (out / "2m_temperature" / f"c.0.{k}.0.0").is_file()))
 
     rollout(vit_fc, mock_ds, INIT, 1, out=out, callback=cb)
     assert seen == [(k, True) for k in range(5)]
