@@ -132,6 +132,19 @@ class ChannelSchema:
         """Channels after folding time into channels: history*inputs + (history+1)*forcings + statics."""
         return self.history * len(self.inputs) + (self.history + 1) * len(self.forcings) + len(self.statics)
 
+    def input_labels(self) -> list[str]:
+        """One label per folded input channel, in :func:`atmos.models.layers.assemble_inputs` order.
+
+        ``"<name>@t-<k>"`` for input step ``k`` before the current one (``k = history-1 .. 0``),
+        ``"<name>@f-<k>"`` for forcing steps (``k = history-1 .. 0``), ``"<name>@f+1"`` at the target time, and
+        ``"<name>@static"``: two schemas' labels match channel for channel where they mean the same input
+        (used to warm-start a model whose inputs grew, e.g. by noise channels).
+        """
+        H = self.history
+        out = [f"{n}@t-{k}" for k in range(H - 1, -1, -1) for n in self.inputs]
+        out += [f"{n}@f{-k:+d}" if k < 0 else f"{n}@f-{k}" for k in range(H - 1, -2, -1) for n in self.forcings]
+        return out + [f"{n}@static" for n in self.statics]
+
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict that round-trips through :meth:`from_dict`."""

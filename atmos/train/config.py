@@ -90,10 +90,24 @@ class ModelConfig:
 
     The trainer adds what it knows from the data (channel schema, grid) to ``params``;
     see :func:`atmos.train.loop.build_model`.
+
+    Attributes
+    ----------
+    name : str
+        Registered model name (``vit``, ``unet_gru``, ...).
+    params : dict
+        Constructor parameters of the model.
+    init_from : str or None
+        Warm start: a checkpoint (or run folder) of the same model whose weights, normalization
+        statistics and seasonal cycle a *new* run starts from (a resumed run ignores it). The new model
+        may have more inputs (e.g. ``data.noise_channels`` to fine-tune a stochastic model from a
+        deterministic one): their weights start at zero, so step 0 computes what the source computed.
+        See :func:`atmos.models.warmstart.warm_start_state`.
     """
 
     name: str = "vit"
     params: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass

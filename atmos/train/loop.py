@@ -349,9 +349,14 @@ class _Trainer:
 
         # --- resume point ---
         self.resume_ckpt: ckpt_io.Checkpoint | None = self._find_resume(resume)
+        # --- warm start (a new run only) ---
+        self.init_ckpt: ckpt_io.Checkpoint | None = None
+        if self.resume_ckpt is None and cfg.model.init_from:
+            self.init_ckpt = self._find_init(cfg.model.init_from)
         stats = None
-        if self.resume_ckpt is not None and self.resume_ckpt.meta.get("stats"):
-            stats = stats_from_json(self.resume_ckpt.meta["stats"])
+        source = self.resume_ckpt or self.init_ckpt
+        if source is not None and source.meta.get("stats"):
+            stats = stats_from_json(source.meta["stats"])
         self._check_run_dir()
 
         # --- data ---
@@ -371,10 +376,12 @@ class _Trainer:
             cfg.loss.name, self.data.grid, self.data.area, cw, self.ratio.cpu(), cfg.loss.lmax
         ).to(self.device)
         self.area = self.data.area.to(self.device)
-        self.seasonal = self._fit_seasonal()
+        self.seasonal = self._init_seasonal() if self.init_ckpt is not None else self._fit_seasonal()
 
         # --- model / optimizer / schedule ---
         self.model, self.model_params = build_model(cfg, self.data)
+        if self.init_ckpt is not None:
+            self._warm_start(self.init_ckpt)
         self.model.to(self.device)
         self._prepare_run_dir()  # only now: a config error leaves nothing behind
         self.n_params = sum(p.numel() for p in self.model.parameters())
@@ -455,6 +462,68 @@ class _Trainer:
             log.info("resuming from %s (epoch %s, step %s)", path, ck.meta["training"]["epoch"],
                      ck.meta["training"]["global_step"])
         return ck
+
+    def _find_init(self, path: str) -> ckpt_io.Checkpoint:
+        found = ckpt_io.find_checkpoint(path)
+        if found is None:
+            raise ConfigError(
+                f"model.init_from {path!r}: no atmos checkpoint there (expected a folder with checkpoint.json, or "
+                "a run folder with checkpoints/). Give the checkpoint folder of the run to start from."
+            )
+        ck = ckpt_io.load_checkpoint(found, "cpu")
+        name = ck.meta.model.name if ck.meta.model is not None else None
+        if name != self.cfg.model.name:
+            raise ConfigError(
+                f"model.init_from {path!r} is a {name!r} model, the config builds {self.cfg.model.name!r}: set "
+                f"model.name: {name} (and its model.params) or start from a {self.cfg.model.name!r} checkpoint."
+            )
+        outputs = (ck.meta.normalization or {}).get("outputs", self.cfg.data.normalization)
+        if self.cfg.data.normalization != outputs:
+            raise ConfigError(
+                f"model.init_from {path!r} predicts normalization {outputs!r} outputs, this run sets "
+                f"data.normalization={self.cfg.data.normalization!r}: set data.normalization={outputs} to "
+                "warm-start from it."
+            )
+        if self.info.is_main:
+            log.info("warm start from %s (%s, step %s)", found, name, (ck.meta.get("training") or {}).get("global_step"))
+        return ck
+
+    def _init_seasonal(self) -> Any:
+        """The warm-start source's seasonal cycle (the weights were trained on its anomalies)."""
+        from atmos.io.seasonal import load_seasonal
+
+        assert self.init_ckpt is not None
+        cyc = load_seasonal(self.init_ckpt.path, self.init_ckpt.meta)
+        have = 0 if cyc is None else cyc.harmonics
+        if have != int(self.cfg.data.seasonal_harmonics or 0):
+            raise ConfigError(
+                f"model.init_from {str(self.init_ckpt.path)!r} predicts anomalies from a seasonal cycle of {have} "
+                f"harmonics, this run sets data.seasonal_harmonics={self.cfg.data.seasonal_harmonics}: set "
+                f"data.seasonal_harmonics={have} to warm-start from it."
+            )
+        if cyc is not None:
+            names_in = self.data.schema.names("inputs")
+            if list(cyc.names) != list(names_in):
+                raise ConfigError(
+                    f"model.init_from's seasonal cycle covers {list(cyc.names)}, this run's inputs are {names_in}: "
+                    "use the source's data.variables and data.levels."
+                )
+            cyc = cyc.to(self.device)
+        return cyc
+
+    def _warm_start(self, ck: ckpt_io.Checkpoint) -> None:
+        from atmos.models.schema import ChannelSchema
+        from atmos.models.warmstart import warm_start_state
+
+        channels = ck.meta.model_channels or {}
+        src = ChannelSchema.from_dict({k: channels[k] for k in ("inputs", "outputs", "forcings", "statics", "history")
+                                       if k in channels})
+        state, rep = warm_start_state(self.model, self.model.schema, ck.model_state, src,
+                                      source=f"model.init_from {str(ck.path)!r}")
+        load_weights(self.model, state, source=f"model.init_from {str(ck.path)!r}")
+        if self.info.is_main:
+            log.info("warm start: %d tensors copied, %d input layers remapped, new inputs %s",
+                     len(rep.copied), len(rep.remapped), sorted({lab.split("@")[0] for lab in rep.new_inputs}))
 
     def _check_run_dir(self) -> None:
         if self.resume_ckpt is None and not self.cfg.output.overwrite and ckpt_io.list_checkpoints(self.run_dir):

@@ -107,3 +107,62 @@ def test_crps_training_resumes_bit_identically_and_members_come_from_the_model_n
                  "--steps", "2", "--members", "3", "--out", str(out), "--no-progress"]) == 0
     cli = xr.open_zarr(out)["2m_temperature"].isel(prediction_timedelta=-1).load()
     assert cli.sizes[dim] == 3 and float(abs(cli.isel({dim: 0}) - cli.isel({dim: 2})).max()) > 0
+
+
+def test_warm_start_from_a_deterministic_run_computes_its_forecast_and_resumes(tiny_config):
+    """``model.init_from``: the stochastic model starts as the deterministic one (noise columns zero), takes its
+    statistics, and a stopped + resumed warm-started run equals an uninterrupted one."""
+    from atmos.train.config import load_config
+    from atmos.train.distributed import DistInfo
+    from atmos.train.loop import _Trainer
+
+    det = fit(tiny_config(schedule={"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 3},
+                          validation={"samples": 2, "steps": 1}, output={"name": "det", "progress": False}))
+    src = _checkpoint_model(det.checkpoint)
+    warm = {**CRPS_SECTIONS, "model": {**tiny_config()["model"], "init_from": str(det.checkpoint)}}
+    cfg = load_config(tiny_config(**warm, output={"name": "warm0", "progress": False}))
+    t = _Trainer(cfg, DistInfo(), None, None, None)
+    new = t.model.eval()
+    torch.testing.assert_close(t.normalizer.mean.cpu(), src[1].mean.cpu())
+    sch = new.schema
+    grid = tuple(sch.grid["shape"])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, sch.history, len(sch.inputs), *grid, generator=g)
+    f = torch.randn(2, sch.history + 1, len(sch.forcings), *grid, generator=g)
+    s = torch.randn(len(sch.statics), *grid, generator=g)
+    with torch.no_grad():
+        got, want = new(x, f, s), src[0](x, f[:, :, : len(src[0].schema.forcings)], s)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    ref = fit(tiny_config(**warm, output={"name": "warm_ref", "progress": False}))
+    split = tiny_config(**warm, output={"name": "warm_split", "progress": False})
+    assert fit(split, stop_after=2).status == "stopped"
+    second = fit(split, resume=True)  # init_from is not applied again over the resumed weights
+    from safetensors.torch import load_file
+
+    a = load_file(str(ref.checkpoint / "model.safetensors"))
+    b = load_file(str(second.checkpoint / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _checkpoint_model(path):
+    """The model and normalizer of a checkpoint, as the Forecaster rebuilds them."""
+    from atmos.rollout import Forecaster
+
+    fc = Forecaster.from_checkpoint(path)
+    return fc.model.eval(), fc.normalizer
+
+
+def test_warm_start_errors_name_the_fix(tiny_config, tmp_path):
+    det = fit(tiny_config(schedule={"epochs": 1, "warmup_steps": 1, "max_steps_per_epoch": 1},
+                          validation={"samples": 2, "steps": 1}, output={"name": "det1", "progress": False}))
+    model = tiny_config()["model"]
+    with pytest.raises(ConfigError, match="no atmos checkpoint"):
+        fit(tiny_config(**{**CRPS_SECTIONS, "model": {**model, "init_from": str(tmp_path / "nope")}}))
+    with pytest.raises(ConfigError, match="embed_dim|model.params"):
+        params = {**model["params"], "embed_dim": 32}
+        fit(tiny_config(**{**CRPS_SECTIONS, "model": {**model, "params": params, "init_from": str(det.checkpoint)}}))
+    with pytest.raises(ConfigError, match="seasonal_harmonics=0"):
+        data = {**CRPS_SECTIONS["data"], "seasonal_harmonics": 1}
+        fit(tiny_config(**{**CRPS_SECTIONS, "data": data, "model": {**model, "init_from": str(det.checkpoint)}}))
