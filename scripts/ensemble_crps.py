@@ -73,35 +73,30 @@ WARM_STAGE2 = [f"output.name={WARM_RUN}_ft", "schedule.epochs=6", "multistep.ste
                "data.batch_size=1", "validation.every_epochs=1"]
 
 
+def _two_stages(base: list[str], stage2: list[str], stage1_dir: Path) -> tuple[Path, float]:
+    """Train ``base``, then resume it from ``stage1_dir`` with ``stage2`` added; the last run folder and seconds."""
+    from atmos.train import fit, load_config
+
+    t0 = time.perf_counter()
+    res = fit(load_config(tsm.BASE_CONFIG, base))
+    if res.status != "finished":
+        raise SystemExit(f"stage 1 {res.status}")
+    res = fit(load_config(tsm.BASE_CONFIG, [*base, *stage2]), resume=stage1_dir)
+    if res.status != "finished":
+        raise SystemExit(f"stage 2 {res.status}")
+    return res.run_dir, time.perf_counter() - t0
+
+
 def train_warm(out: Path, init_from: Path, epochs: int = 6) -> tuple[Path, float]:
     """Fine-tune the deterministic checkpoint ``init_from`` into a stochastic model (``model.init_from``);
     ``epochs`` in all, the first 4 on 4-step windows."""
-    from atmos.train import fit, load_config
-
-    t0 = time.perf_counter()
     base = [*WARM_OVERRIDES, f"output.dir={out}", f"model.init_from={init_from}"]
-    stage2 = [*WARM_STAGE2, f"schedule.epochs={epochs}"]
-    res = fit(load_config(tsm.BASE_CONFIG, base))
-    if res.status != "finished":
-        raise SystemExit(f"stage 1 {res.status}")
-    res = fit(load_config(tsm.BASE_CONFIG, [*base, *stage2]), resume=out / WARM_RUN)
-    if res.status != "finished":
-        raise SystemExit(f"stage 2 {res.status}")
-    return res.run_dir, time.perf_counter() - t0
+    return _two_stages(base, [*WARM_STAGE2, f"schedule.epochs={epochs}"], out / WARM_RUN)
 
 
 def train(out: Path, seasonal: int = 0) -> tuple[Path, float]:
-    from atmos.train import fit, load_config
-
-    t0 = time.perf_counter()
     base = [*CRPS_OVERRIDES, f"output.dir={out}", f"data.seasonal_harmonics={seasonal}"]
-    res = fit(load_config(tsm.BASE_CONFIG, base))
-    if res.status != "finished":
-        raise SystemExit(f"stage 1 {res.status}")
-    res = fit(load_config(tsm.BASE_CONFIG, [*base, *STAGE2]), resume=out / RUN)
-    if res.status != "finished":
-        raise SystemExit(f"stage 2 {res.status}")
-    return res.run_dir, time.perf_counter() - t0
+    return _two_stages(base, STAGE2, out / RUN)
 
 
 def _score(fc: xr.Dataset, truth: xr.Dataset) -> dict[str, Any]:
