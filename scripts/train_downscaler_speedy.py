@@ -116,10 +116,20 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-minutes", type=float, default=12.0)
     p.add_argument("--eval-only", action="store_true")
+    p.add_argument(
+        "--fourier",
+        default=None,
+        metavar="N,SCALE",
+        help="random Fourier features of position (fourier_features: {n: N, scale: SCALE}); default: none",
+    )
     args = p.parse_args()
     out = Path(args.out)
     print("Data: SPEEDY-world (a simulated atmosphere from SPEEDY physics, not observations).", flush=True)
 
+    model = {"hidden": 64, "fine_hidden": 32, "coarse_blocks": 2, "fine_blocks": 2}
+    if args.fourier:
+        n, scale = args.fourier.split(",")
+        model["fourier_features"] = {"n": int(n), "scale": float(scale)}
     if not args.eval_only:
         from atmos.train.downscale import DownscaleTrainConfig, fit_downscaler
 
@@ -128,7 +138,7 @@ def main() -> None:
             channels=["2m_temperature", "geopotential_500"],
             statics=["geopotential_at_surface", "land_sea_mask"],
             factor=4,
-            model={"hidden": 64, "fine_hidden": 32, "coarse_blocks": 2, "fine_blocks": 2},
+            model=model,
             epochs=args.epochs,
             batch_size=32,
             lr=2e-3,

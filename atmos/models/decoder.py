@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from atmos.errors import ConfigError
+from atmos.grids.healpix import HealpixGrid
 from atmos.models.base import LatentBackbone
+from atmos.models.fourier import FourierFeatures, check_fourier_config, unit_vectors
 from atmos.models.registry import register_model
 from atmos.models.vit import unpatchify
 
@@ -63,6 +65,10 @@ class LatentDecoderConfig:
         ``variable -> float``: statistics of the transformed target (defaults 0 and 1).
     units : dict
         ``variable -> units`` of the physical values (recorded, not used).
+    fourier_features : dict or None
+        ``{"n": N, "scale": S}``: concatenate ``2 N`` random Fourier features of each
+        latent position (token centre, or HEALPix pixel centre) to the latent before
+        the MLPs (:class:`atmos.models.fourier.FourierFeatures`); None adds nothing.
     """
 
     variables: list[str] = field(default_factory=lambda: ["total_precipitation_6hr"])
@@ -72,8 +78,10 @@ class LatentDecoderConfig:
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    fourier_features: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.fourier_features = check_fourier_config(self.fourier_features, "decoder fourier_features")
         if isinstance(self.variables, str) or not self.variables:
             raise ConfigError(f"decoder 'variables' must be a non-empty list of names, got {self.variables!r}.")
         self.variables = [str(v) for v in self.variables]
@@ -180,7 +188,10 @@ class LatentDecoder(nn.Module):
         dim = int(lat["dim"])
         out = int(lat["patch_size"]) ** 2 if self.kind == "tokens" else 1
         self.norm = nn.LayerNorm(dim) if self.kind == "tokens" else None
-        self.heads = nn.ModuleDict({v: _mlp(self.kind, [dim, *cfg.hidden, out]) for v in cfg.variables})
+        ff = cfg.fourier_features
+        self.fourier = None if ff is None else FourierFeatures(self._positions(), ff["n"], ff["scale"], ff["seed"])
+        width = dim + (0 if self.fourier is None else self.fourier.channels)
+        self.heads = nn.ModuleDict({v: _mlp(self.kind, [width, *cfg.hidden, out]) for v in cfg.variables})
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -189,6 +200,24 @@ class LatentDecoder(nn.Module):
         std = [float(cfg.std.get(v, 1.0)) for v in cfg.variables]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def _positions(self) -> torch.Tensor:
+        """Unit vectors of the latent positions: token centres ``[3, Hp, Wp]`` (equiangular
+        grid without poles, the ViT's padding extrapolated and clipped at the poles) or
+        HEALPix pixel centres ``[3, 12, n, n]``."""
+        lat = self.config.latent
+        if self.kind == "pixels":
+            grid = HealpixGrid(self.grid[-1])
+            la, lo = grid.centers()
+            return unit_vectors(grid.cells_to_faces(la), grid.cells_to_faces(lo))
+        nlat, nlon = self.grid
+        p = int(lat["patch_size"])
+        hp, wp = (int(t) for t in lat["tokens"])
+        rows = torch.arange(hp * p, dtype=torch.float64) - int(lat["pad_lat"][0])
+        cols = torch.arange(wp * p, dtype=torch.float64) - int(lat["pad_lon"][0])
+        tlat = (-90.0 + (180.0 / nlat) * (rows + 0.5)).view(hp, p).mean(1).clamp(-90.0, 90.0)
+        tlon = ((360.0 / nlon) * cols).view(wp, p).mean(1)
+        return unit_vectors(tlat.numpy()[:, None], tlon.numpy()[None, :])
 
     @classmethod
     def for_backbone(cls, backbone: nn.Module, variables: list[str], **config: Any) -> LatentDecoder:
@@ -222,6 +251,9 @@ class LatentDecoder(nn.Module):
         self.check_latent(latent)
         if self.kind == "tokens":
             x = self.norm(latent)
+            if self.fourier is not None:
+                ff = self.fourier().to(x).permute(1, 2, 0)  # [Hp, Wp, 2n]
+                x = torch.cat([x, ff.expand(x.shape[0], *ff.shape)], -1)
             lat = self.config.latent
             outs = [
                 unpatchify(head(x), int(lat["patch_size"]), lat["pad_lat"], lat["pad_lon"], self.grid)
@@ -230,6 +262,9 @@ class LatentDecoder(nn.Module):
             return torch.cat(outs, dim=1)
         b, c, f, n, _ = latent.shape
         x = latent.transpose(1, 2).reshape(b * f, c, n, n)
+        if self.fourier is not None:
+            ff = self.fourier().to(x).transpose(0, 1)  # [12, 2n, n, n]
+            x = torch.cat([x, ff.repeat(b, 1, 1, 1)], 1)
         out = torch.cat([head(x) for head in self.heads.values()], dim=1)  # [B*12, V, n, n]
         return out.view(b, f, -1, n, n).transpose(1, 2).contiguous()
 

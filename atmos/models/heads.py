@@ -40,6 +40,7 @@ from torch import nn
 from atmos.errors import ConfigError, GridError
 from atmos.grids.latlon import LatLonGrid, coarse_grid
 from atmos.grids.regrid import LatLonToLatLon
+from atmos.models.fourier import FourierFeatures, check_fourier_config, unit_vectors
 from atmos.models.registry import register_model
 from atmos.models.schema import ChannelSchema
 
@@ -145,6 +146,10 @@ class DownscalingHeadConfig:
         Channels of optional backbone features on the coarse grid (0: none).
     position_features : bool
         Add sin/cos of latitude and longitude as fine-grid inputs.
+    fourier_features : dict or None
+        ``{"n": N, "scale": S}``: add ``2 N`` random Fourier features of the fine-grid
+        position (:class:`atmos.models.fourier.FourierFeatures`, against spectral bias)
+        as fine-grid inputs; None adds nothing.
     spectral_norm : bool
         Registry flag (spectral normalization of the weights at build time).
     """
@@ -164,7 +169,11 @@ class DownscalingHeadConfig:
     conserve: bool = True
     backbone_channels: int = 0
     position_features: bool = True
+    fourier_features: dict | None = None
     spectral_norm: bool = False
+
+    def __post_init__(self) -> None:
+        self.fourier_features = check_fourier_config(self.fourier_features, "downscale fourier_features")
 
 
 class DownscalingHead(nn.Module):
@@ -224,6 +233,15 @@ class DownscalingHead(nn.Module):
             ch = out
         self.up = nn.Sequential(*ups)
         n_pos = 4 if c.position_features else 0
+        ff = c.fourier_features
+        self.fourier = (
+            None
+            if ff is None
+            else FourierFeatures(
+                unit_vectors(self.fine_grid.lat[:, None], self.fine_grid.lon[None, :]), ff["n"], ff["scale"], ff["seed"]
+            )
+        )
+        n_pos += 0 if self.fourier is None else self.fourier.channels
         extra = ns + n_pos + (nc if c.base != "none" else 0)
         self.merge = _SphereConv(ch + extra, c.fine_hidden)
         self.fine = nn.Sequential(*[_ResBlock(c.fine_hidden) for _ in range(c.fine_blocks)])
@@ -314,6 +332,9 @@ class DownscalingHead(nn.Module):
             parts.append(s.expand(b, *s.shape[1:]) if s.shape[0] == 1 else s)
         if c.position_features:
             parts.append(self.position.to(coarse).expand(b, *self.position.shape))
+        if self.fourier is not None:
+            ff = self.fourier().to(coarse)
+            parts.append(ff.expand(b, *ff.shape))
         if c.base != "none":
             parts.append(base)
         h = self.fine(F.gelu(self.merge(torch.cat(parts, 1))))
