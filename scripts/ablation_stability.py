@@ -46,6 +46,8 @@ VARIANTS: dict[str, tuple[Path, list[str], list[str] | None]] = {
         [],
         [],
     ),
+    # issue 16: the hybrid ViT/U-Net at the ViT's parameter count (0.45 M vs 0.46 M), same recipe
+    "hybrid": (REPO / "configs" / "hybrid_speedy.yaml", [], []),
 }
 
 #: Overrides of the UNet-GRU variant that replace the ViT's model parameters of tsm.SAMPLE_OVERRIDES.
@@ -62,7 +64,8 @@ STEPS_PER_EPOCH = [80]
 
 def _overrides(variant: str, out: Path, stage: int) -> list[str]:
     base, extra1, extra2 = VARIANTS[variant]
-    ov = [o for o in tsm.SAMPLE_OVERRIDES if not (variant == "unet_gru" and o.split("=")[0] in UNET_DROP)]
+    drop = UNET_DROP if variant in ("unet_gru", "hybrid") else ()
+    ov = [o for o in tsm.SAMPLE_OVERRIDES if o.split("=")[0] not in drop]
     ov = [o.replace(tsm.RUN_NAME, f"abl_{variant}") for o in ov]
     extra1 = [o for o in extra1 if o.split("=")[0] not in UNET_DROP]
     ov += [f"output.dir={out}", f"schedule.max_steps_per_epoch={STEPS_PER_EPOCH[0]}", *extra1,

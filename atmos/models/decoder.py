@@ -10,7 +10,8 @@ time.
   ``LayerNorm -> Linear(D, h1) -> GELU -> ... -> Linear(h_k, p*p)``, unpatchified and
   cropped like the ViT's own patch decoder.
 * U-Net-GRU latent ``[B, C0, 12, n, n]`` (finest decoder features): per pixel
-  ``1x1 Conv(C0, h1) -> GELU -> ... -> 1x1 Conv(h_k, 1)`` on each HEALPix face.
+  ``1x1 Conv(C0, h1) -> GELU -> ... -> 1x1 Conv(h_k, 1)`` on each HEALPix face; the
+  hybrid ViT/U-Net's lat-lon latent ``[B, C0, nlat, nlon]`` the same way.
 
 Targets are learnt in a transformed, standardized space::
 
@@ -171,7 +172,7 @@ class LatentDecoder(nn.Module):
 
     Forward
     -------
-    latent : ViT ``[B, Hp, Wp, D]`` or U-Net-GRU ``[B, C0, 12, n, n]``
+    latent : ViT ``[B, Hp, Wp, D]``, U-Net-GRU ``[B, C0, 12, n, n]`` or hybrid ``[B, C0, nlat, nlon]``
         The backbone's ``forward_latent`` output.
 
     Returns ``[B, len(variables), *grid]`` in the standardized transformed space
@@ -206,6 +207,11 @@ class LatentDecoder(nn.Module):
         grid without poles, the ViT's padding extrapolated and clipped at the poles) or
         HEALPix pixel centres ``[3, 12, n, n]``."""
         lat = self.config.latent
+        if self.kind == "pixels" and len(self.grid) == 2:  # lat-lon pixels, equiangular without poles
+            nlat, nlon = self.grid
+            la = -90.0 + (180.0 / nlat) * (torch.arange(nlat, dtype=torch.float64) + 0.5)
+            lo = (360.0 / nlon) * torch.arange(nlon, dtype=torch.float64)
+            return unit_vectors(la.numpy()[:, None], lo.numpy()[None, :])
         if self.kind == "pixels":
             grid = HealpixGrid(self.grid[-1])
             la, lo = grid.centers()
@@ -260,6 +266,12 @@ class LatentDecoder(nn.Module):
                 for head in self.heads.values()
             ]
             return torch.cat(outs, dim=1)
+        if latent.ndim == 4:  # lat-lon pixels [B, C, nlat, nlon] (the hybrid ViT/U-Net)
+            x = latent
+            if self.fourier is not None:
+                ff = self.fourier().to(x)  # [2n, nlat, nlon]
+                x = torch.cat([x, ff.expand(x.shape[0], *ff.shape)], 1)
+            return torch.cat([head(x) for head in self.heads.values()], dim=1)
         b, c, f, n, _ = latent.shape
         x = latent.transpose(1, 2).reshape(b * f, c, n, n)
         if self.fourier is not None:

@@ -41,68 +41,11 @@ from atmos.errors import ConfigError, GridError
 from atmos.grids.latlon import LatLonGrid, coarse_grid
 from atmos.grids.regrid import LatLonToLatLon
 from atmos.models.fourier import FourierFeatures, check_fourier_config, unit_vectors
+from atmos.models.layers import SphereConv2d, SphereResBlock, sphere_pad
 from atmos.models.registry import register_model
 from atmos.models.schema import ChannelSchema
 
 __all__ = ["DownscalingHead", "DownscalingHeadConfig", "coarse_grid", "sphere_pad"]
-
-
-def _pad_index(nlat: int, nlon: int, p: int) -> torch.Tensor:
-    """Flat source index ``[(nlat + 2p) * (nlon + 2p)]`` of every cell of the padded array."""
-    rows = torch.arange(-p, nlat + p)
-    cols = torch.arange(-p, nlon + p) % nlon
-    r, c = torch.meshgrid(rows, cols, indexing="ij")
-    if nlon % 2 == 0:
-        over = (r < 0) | (r >= nlat)
-        c = torch.where(over, (c + nlon // 2) % nlon, c)
-        r = torch.where(r < 0, -1 - r, torch.where(r >= nlat, 2 * nlat - 1 - r, r))
-    else:
-        r = r.clamp(0, nlat - 1)
-    return (r * nlon + c).flatten()
-
-
-_PAD_CACHE: dict[tuple[int, int, int], torch.Tensor] = {}
-
-
-def sphere_pad(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Pad ``[..., nlat, nlon]`` by ``p`` cells on each side, spherically.
-
-    Longitude is periodic; beyond each pole, row ``k`` past the edge is edge row ``k``
-    rolled by half the longitudes (the same latitude on the opposite meridian). An
-    odd ``nlon`` falls back to repeating the edge rows. One gather (cheap in backward
-    too).
-    """
-    if p == 0:
-        return x
-    nlat, nlon = x.shape[-2:]
-    if p > nlat:
-        raise GridError(f"cannot pad {nlat} latitudes by {p} rows across the poles.")
-    key = (nlat, nlon, p)
-    if key not in _PAD_CACHE:
-        _PAD_CACHE[key] = _pad_index(nlat, nlon, p)
-    idx = _PAD_CACHE[key].to(x.device)
-    return x.flatten(-2).index_select(-1, idx).view(*x.shape[:-2], nlat + 2 * p, nlon + 2 * p)
-
-
-class _SphereConv(nn.Conv2d):
-    """3x3 (or kxk, k odd) convolution with :func:`sphere_pad` instead of zero padding."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3) -> None:
-        super().__init__(cin, cout, k, padding=0)
-        self.p = k // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(sphere_pad(x, self.p))
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.c1 = _SphereConv(ch, ch)
-        self.c2 = _SphereConv(ch, ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.c2(F.gelu(self.c1(F.gelu(x))))
 
 
 def _prime_factors(n: int) -> list[int]:
@@ -219,17 +162,17 @@ class DownscalingHead(nn.Module):
         )
         nc, ns = len(c.channels), len(c.statics)
 
-        self.embed = _SphereConv(nc + c.backbone_channels, c.hidden)
-        self.coarse = nn.Sequential(*[_ResBlock(c.hidden) for _ in range(c.coarse_blocks)])
+        self.embed = SphereConv2d(nc + c.backbone_channels, c.hidden)
+        self.coarse = nn.Sequential(*[SphereResBlock(c.hidden) for _ in range(c.coarse_blocks)])
         ups: list[nn.Module] = []
         factors = _prime_factors(c.factor)
         ch = c.hidden
         for i, r in enumerate(factors):
             out = c.fine_hidden if i == len(factors) - 1 else ch
             if c.upsample == "pixel_shuffle":
-                ups += [_SphereConv(ch, out * r * r), nn.PixelShuffle(r), nn.GELU()]
+                ups += [SphereConv2d(ch, out * r * r), nn.PixelShuffle(r), nn.GELU()]
             else:
-                ups += [nn.Upsample(scale_factor=r, mode="nearest"), _SphereConv(ch, out), nn.GELU()]
+                ups += [nn.Upsample(scale_factor=r, mode="nearest"), SphereConv2d(ch, out), nn.GELU()]
             ch = out
         self.up = nn.Sequential(*ups)
         n_pos = 4 if c.position_features else 0
@@ -243,9 +186,9 @@ class DownscalingHead(nn.Module):
         )
         n_pos += 0 if self.fourier is None else self.fourier.channels
         extra = ns + n_pos + (nc if c.base != "none" else 0)
-        self.merge = _SphereConv(ch + extra, c.fine_hidden)
-        self.fine = nn.Sequential(*[_ResBlock(c.fine_hidden) for _ in range(c.fine_blocks)])
-        self.out = _SphereConv(c.fine_hidden, nc)
+        self.merge = SphereConv2d(ch + extra, c.fine_hidden)
+        self.fine = nn.Sequential(*[SphereResBlock(c.fine_hidden) for _ in range(c.fine_blocks)])
+        self.out = SphereConv2d(c.fine_hidden, nc)
         nn.init.zeros_(self.out.weight)  # starts as the base interpolation
         nn.init.zeros_(self.out.bias)
 

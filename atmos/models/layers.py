@@ -3,6 +3,8 @@
 * :func:`assemble_inputs` folds history, forcings and statics into channels and
   checks the tensor contract of :mod:`atmos.models.schema`;
 * :func:`earth_pad` pads a lat-lon field across the dateline and the poles;
+  :func:`sphere_pad` does the same symmetric padding by one gather, for the lat-lon
+  convolutions :class:`SphereConv2d` and :class:`SphereResBlock`;
 * :class:`CappedGELU`, :class:`FoldedHealpixPad`, :class:`HpxConvNeXtBlock` and
   :class:`ConvGRU` are the pieces of the DLWP-HPX style U-Net, which runs
   ``Conv2d`` on HEALPix faces folded into the batch (``[B*12, C, n, n]``).
@@ -25,8 +27,11 @@ __all__ = [
     "ConvGRU",
     "FoldedHealpixPad",
     "HpxConvNeXtBlock",
+    "SphereConv2d",
+    "SphereResBlock",
     "assemble_inputs",
     "earth_pad",
+    "sphere_pad",
 ]
 
 
@@ -185,6 +190,70 @@ def earth_pad(x: torch.Tensor, pad_lat: tuple[int, int], pad_lon: tuple[int, int
 # -----------------------------------------------------------------------------
 # activations
 # -----------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
+# spherical padding by one gather (lat-lon convolutions)
+# -----------------------------------------------------------------------------
+def _pad_index(nlat: int, nlon: int, p: int) -> torch.Tensor:
+    """Flat source index ``[(nlat + 2p) * (nlon + 2p)]`` of every cell of the padded array."""
+    rows = torch.arange(-p, nlat + p)
+    cols = torch.arange(-p, nlon + p) % nlon
+    r, c = torch.meshgrid(rows, cols, indexing="ij")
+    if nlon % 2 == 0:
+        over = (r < 0) | (r >= nlat)
+        c = torch.where(over, (c + nlon // 2) % nlon, c)
+        r = torch.where(r < 0, -1 - r, torch.where(r >= nlat, 2 * nlat - 1 - r, r))
+    else:
+        r = r.clamp(0, nlat - 1)
+    return (r * nlon + c).flatten()
+
+
+_PAD_CACHE: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+def sphere_pad(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Pad ``[..., nlat, nlon]`` by ``p`` cells on each side, spherically.
+
+    Longitude is periodic; beyond each pole, row ``k`` past the edge is edge row ``k``
+    rolled by half the longitudes (the same latitude on the opposite meridian). An
+    odd ``nlon`` falls back to repeating the edge rows. One gather (cheap in backward
+    too).
+    """
+    if p == 0:
+        return x
+    nlat, nlon = x.shape[-2:]
+    if p > nlat:
+        raise GridError(f"cannot pad {nlat} latitudes by {p} rows across the poles.")
+    key = (nlat, nlon, p)
+    if key not in _PAD_CACHE:
+        _PAD_CACHE[key] = _pad_index(nlat, nlon, p)
+    idx = _PAD_CACHE[key].to(x.device)
+    return x.flatten(-2).index_select(-1, idx).view(*x.shape[:-2], nlat + 2 * p, nlon + 2 * p)
+
+
+class SphereConv2d(nn.Conv2d):
+    """3x3 (or kxk, k odd) convolution with :func:`sphere_pad` instead of zero padding."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3) -> None:
+        super().__init__(cin, cout, k, padding=0)
+        self.p = k // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(sphere_pad(x, self.p))
+
+
+class SphereResBlock(nn.Module):
+    """``x + conv(gelu(conv(gelu(x))))`` with two 3x3 :class:`SphereConv2d` of width ``ch``."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.c1 = SphereConv2d(ch, ch)
+        self.c2 = SphereConv2d(ch, ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.gelu(self.c1(F.gelu(x))))
+
+
+
 class CappedGELU(nn.Module):
     """``min(GELU(x), cap)`` (DLWP-HPX's activation, cap 10)."""
 

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from atmos.errors import ConfigError
+from atmos.models.hybrid import HybridConfig, HybridViTUNet
 from atmos.models.spectral import apply_spectral_norm
 from atmos.models.unet_gru import UNetGRU, UNetGRUConfig
 from atmos.models.vit import ViT, ViTConfig
@@ -31,6 +32,7 @@ __all__ = ["MODELS", "build", "build_from_config", "config_class", "config_to_di
 MODELS: dict[str, tuple[Callable[[Any], nn.Module], type]] = {
     "vit": (ViT, ViTConfig),
     "unet_gru": (UNetGRU, UNetGRUConfig),
+    "hybrid": (HybridViTUNet, HybridConfig),
 }
 
 
@@ -58,7 +60,7 @@ def build(name: str, **config: Any) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of ``sorted(MODELS)`` (``"unet_gru"``, ``"vit"``).
+        One of ``sorted(MODELS)`` (``"hybrid"``, ``"unet_gru"``, ``"vit"``).
     **config
         Fields of the model's config dataclass (:class:`ViTConfig`,
         :class:`UNetGRUConfig`); missing fields take their defaults.

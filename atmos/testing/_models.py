@@ -18,4 +18,13 @@ TINY_MODEL_CONFIGS: dict[str, dict[str, Any]] = {
         "window_size": [2, 2],
     },
     "unet_gru": {"nside": 4, "channels": [6, 4], "dilations": [1, 1], "upscale_factor": 2},
+    "hybrid": {
+        "nlat": 8,
+        "nlon": 16,
+        "channels": [4, 8],
+        "embed_dim": 8,
+        "depth": 2,
+        "num_heads": 2,
+        "window_size": [1, 2],
+    },
 }

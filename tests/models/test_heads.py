@@ -148,3 +148,12 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(GridError, match="factor"):
         coarse_grid(LatLonGrid.equiangular(32, 64), 0)
     assert isinstance(DownscalingHeadConfig(), DownscalingHeadConfig)
+
+
+def test_sphere_pad_equals_earth_pad():
+    """The gather padding of the lat-lon convolutions is CREDIT's earth padding, symmetric."""
+    from atmos.models.layers import earth_pad
+
+    x = torch.randn(2, 3, 8, 16)
+    for p in (1, 2, 3):
+        torch.testing.assert_close(sphere_pad(x, p), earth_pad(x, (p, p), (p, p)), rtol=0, atol=0)

@@ -59,14 +59,29 @@ def trained(tmp_path_factory):
 
 
 def test_rollout_of_a_trained_checkpoint_matches_the_training_step(trained):
+    _check_rollout_parity(*trained, "vit")
+
+
+def test_hybrid_checkpoint_rolls_out_as_the_trainer_steps_it(trained, tmp_path_factory):
+    """The hybrid ViT/U-Net trains and rolls out through the same trainer and engine."""
+    _, store = trained
+    run = _fit(
+        tmp_path_factory.mktemp("hybrid"),
+        store,
+        model={"name": "hybrid", "params": {"channels": [4, 8], "embed_dim": 8, "depth": 2, "num_heads": 2,
+                                            "window_size": [1, 2]}},
+    )
+    _check_rollout_parity(run, store, "hybrid")
+
+
+def _check_rollout_parity(run_dir, store, model_type):
     from atmos.io.open import open_dataset
     from atmos.io.windows import WindowDataset
     from atmos.rollout import Forecaster, rollout
     from atmos.train.loop import _stats_from_json
 
-    run_dir, store = trained
     fc = Forecaster.from_checkpoint(run_dir)  # a run folder: checkpoints/LATEST is followed
-    assert fc.info["atmos_model_type"] == "vit" and len(fc.info["atmos_checkpoint_sha256"]) == 64
+    assert fc.info["atmos_model_type"] == model_type and len(fc.info["atmos_checkpoint_sha256"]) == 64
     data = open_dataset(str(store))
     out = rollout(fc, data, "2020-01-03T06", steps=2, forcings="data")
 
