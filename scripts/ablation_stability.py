@@ -90,6 +90,19 @@ def train(variant: str, out: Path) -> tuple[Path, float]:
     return res.run_dir, time.perf_counter() - t0
 
 
+def train_stage3(variant: str, out: Path) -> tuple[Path, float]:
+    """Stage 3 of the default recipe (24-step rollouts, ``tsm.STAGE3_OVERRIDES``) on a finished stage 2 of ``variant``."""
+    from atmos.train import fit, load_config
+
+    base, _, _ = VARIANTS[variant]
+    ov = _overrides(variant, out, 2) + [o.replace(tsm.STAGE3_NAME, f"abl_{variant}_s3") for o in tsm.STAGE3_OVERRIDES]
+    t0 = time.perf_counter()
+    res = fit(load_config(base, ov), resume=out / f"abl_{variant}_ft")
+    if res.status != "finished":
+        raise SystemExit(f"{variant}: stage 3 {res.status}")
+    return res.run_dir, time.perf_counter() - t0
+
+
 def score(model_dir: Path | None, data_dir: Path, inits: str = "2019-12-20/2020-01-10/12h") -> dict:
     """Validation-month RMSE (model, persistence, climatology), spectrum ratio, 1-year diagnostics."""
     import numpy as np
@@ -126,6 +139,8 @@ def score(model_dir: Path | None, data_dir: Path, inits: str = "2019-12-20/2020-
                       float(c.sel(prediction_timedelta=ld))]
             for d, ld in zip(LEADS_D, leads, strict=True)
         }
+        h6 = np.timedelta64(6, "h")
+        out["rmse"][lab]["h6"] = [float(r.sel(prediction_timedelta=h6)) for r in (m, p, c)]
         mv, pv, cv = m.values[1:], p.values[1:], c.values[1:]
         out["rmse"][lab]["below_persistence_all_leads"] = bool((mv < pv).all())
         day5 = m["prediction_timedelta"].values[1:] <= np.timedelta64(120, "h")
@@ -181,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="validation initial times (a model with 2 history steps needs 2019-12-20T06 or later)")
     p.add_argument("--steps-per-epoch", type=int, default=80,
                    help="optimizer steps per epoch in both stages (default 80 = the default recipe; 40 halves the budget)")
+    p.add_argument("--stage3", action="store_true",
+                   help="run only stage 3 (24-step) on the finished stage 2 of each --only variant, scored as VARIANT_s3")
     args = p.parse_args(argv)
     STEPS_PER_EPOCH[0] = args.steps_per_epoch
     os.environ.setdefault("ATMOS_DATA", str(args.data))
@@ -196,7 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(args.name, args.score, None)] if args.score else [(v, None, v) for v in (args.only or VARIANTS)]
     for name, ckpt, variant in todo:
         entry: dict = {}
-        if variant is not None:
+        if variant is not None and args.stage3:
+            ckpt, entry["train_s_stage3"] = train_stage3(variant, args.out)
+            prev = results.get(variant, {}).get("train_s")
+            entry["train_s"] = None if prev is None else prev + entry["train_s_stage3"]
+            name = f"{variant}_s3"
+        elif variant is not None:
             ckpt, entry["train_s"] = train(variant, args.out)
         entry["checkpoint"] = str(ckpt)
         entry["score"] = score(ckpt, args.data, args.inits)

@@ -87,10 +87,10 @@ def _two_stages(base: list[str], stage2: list[str], stage1_dir: Path) -> tuple[P
     return res.run_dir, time.perf_counter() - t0
 
 
-def train_warm(out: Path, init_from: Path, epochs: int = 6) -> tuple[Path, float]:
+def train_warm(out: Path, init_from: Path, epochs: int = 6, extra: list[str] = ()) -> tuple[Path, float]:
     """Fine-tune the deterministic checkpoint ``init_from`` into a stochastic model (``model.init_from``);
-    ``epochs`` in all, the first 4 on 4-step windows."""
-    base = [*WARM_OVERRIDES, f"output.dir={out}", f"model.init_from={init_from}"]
+    ``epochs`` in all, the first 4 on 4-step windows; ``extra`` overrides apply to both stages."""
+    base = [*WARM_OVERRIDES, f"output.dir={out}", f"model.init_from={init_from}", *extra]
     return _two_stages(base, [*WARM_STAGE2, f"schedule.epochs={epochs}"], out / WARM_RUN)
 
 
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --train: fine-tune this deterministic checkpoint (e.g. atmos/sample) instead")
     p.add_argument("--epochs", type=int, default=6, help="with --init-from: epochs in all (4 on 4-step windows)")
     p.add_argument("--label", default="stochastic (CRPS-trained)", help="name of the stochastic model's row")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="with --init-from: config overrides of both fine-tuning stages (e.g. multistep.gradient=full)")
     args = p.parse_args(argv)
     import logging
 
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.score
     if args.train:
         if args.init_from is not None:
-            model, secs = train_warm(args.out, args.init_from, args.epochs)
+            model, secs = train_warm(args.out, args.init_from, args.epochs, args.override)
         else:
             model, secs = train(args.out, args.seasonal)
         doc.setdefault("train_s", {})[args.label] = round(secs, 1)
