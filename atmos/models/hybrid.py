@@ -29,7 +29,6 @@ conv stages, and the trainer/rollout contract are those of :mod:`atmos.models.ba
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,16 @@ from atmos.errors import ConfigError
 from atmos.models.base import LatentForward
 from atmos.models.layers import SphereConv2d, SphereResBlock, assemble_inputs
 from atmos.models.schema import ChannelConfig, ChannelSchema, check_int
-from atmos.models.vit import VIT_DEFAULT_INPUTS, WindowBlock, _sphere_coords
+from atmos.models.vit import (
+    VIT_DEFAULT_INPUTS,
+    WindowBlock,
+    _sphere_coords,
+    check_window_transformer,
+    from_windows,
+    latlon_grid_params,
+    octave_features,
+    to_windows,
+)
 
 __all__ = ["HybridConfig", "HybridViTUNet"]
 
@@ -96,34 +104,13 @@ class HybridConfig(ChannelConfig):
     spectral_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("nlat", "nlon", "embed_dim", "depth", "num_heads", "fourier_bands"):
-            check_int(name, getattr(self, name))
-        check_int("history", self.history)
+        check_window_transformer(self, ("fourier", "learned", "none"), "coarsest cells")
         if isinstance(self.channels, (str, int)) or not list(self.channels):
             raise ConfigError(
-                f"config 'channels' must be a non-empty list of U-Net widths (fine to coarse), e.g. [48, 96]; "
+                f"config 'channels' must be a non-empty list of U-Net widths (fine to coarse), e.g. [32, 48]; "
                 f"got {self.channels!r}."
             )
         self.channels = [check_int("channels", c) for c in self.channels]
-        ws = list(self.window_size) if isinstance(self.window_size, (list, tuple)) else [self.window_size] * 2
-        if len(ws) != 2:
-            raise ConfigError(f"config 'window_size' must be [lat, lon] in coarsest cells, got {self.window_size!r}.")
-        self.window_size = [check_int("window_size", w) for w in ws]
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}; "
-                f"e.g. num_heads={math.gcd(self.embed_dim, 8)}."
-            )
-        if self.pos_encoding not in ("fourier", "learned", "none"):
-            raise ConfigError(
-                f"config 'pos_encoding' must be 'fourier', 'learned' or 'none', got {self.pos_encoding!r}."
-            )
-        if self.nlon % 2:
-            raise ConfigError(f"nlon={self.nlon} must be even (pole padding rolls longitude by 180 degrees).")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"config 'dropout' must be in [0, 1), got {self.dropout!r}.")
-        if float(self.mlp_ratio) <= 0:
-            raise ConfigError(f"config 'mlp_ratio' must be positive, got {self.mlp_ratio!r}.")
         f = 2 ** len(self.channels)
         wh, ww = self.window_size
         if self.nlat % (f * wh) or self.nlon % (f * ww):
@@ -136,13 +123,7 @@ class HybridConfig(ChannelConfig):
     @classmethod
     def grid_params(cls, grid: Mapping[str, Any]) -> dict[str, Any]:
         """``nlat``, ``nlon`` and ``poles`` of a lat-lon grid (``{}`` for any other grid)."""
-        if grid.get("type") != "latlon":
-            return {}
-        return {
-            "nlat": len(grid["lat"]),
-            "nlon": len(grid["lon"]),
-            "poles": grid.get("kind") == "equiangular_with_poles",
-        }
+        return latlon_grid_params(grid)
 
     def grid_dict(self) -> dict[str, Any]:
         return {"type": "latlon", "shape": [self.nlat, self.nlon], "poles": bool(self.poles)}
@@ -223,10 +204,8 @@ class HybridViTUNet(LatentForward):
         if cfg.pos_encoding == "fourier":
             coords = torch.as_tensor(_sphere_coords(cfg.nlat, cfg.nlon, cfg.poles), dtype=torch.float32)
             coords = F.avg_pool2d(coords[None], 2**levels)  # [1, 3, hc, wc] cell-centre means
-            freqs = math.pi * 2.0 ** torch.arange(cfg.fourier_bands, dtype=torch.float32)
-            ang = coords[:, None] * freqs[None, :, None, None, None]
-            feats = torch.cat([coords, torch.sin(ang).flatten(1, 2), torch.cos(ang).flatten(1, 2)], dim=1)
-            self.pos_features = self._to_windows(feats)
+            feats = octave_features(coords, cfg.fourier_bands)
+            self.pos_features = to_windows(feats, cfg.window_size)
             self.pos_proj = nn.Linear(feats.shape[1], d)
         elif cfg.pos_encoding == "learned":
             self.pos_table = nn.Parameter(torch.zeros(1, *self._window_shape(), d))
@@ -241,25 +220,9 @@ class HybridViTUNet(LatentForward):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    # -- windows at the coarsest level (as the ViT's token windows) ------------------------
     def _window_shape(self) -> tuple[int, int]:
         wh, ww = self.config.window_size
         return (self.coarse[0] // wh) * (self.coarse[1] // ww), wh * ww
-
-    def _to_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, D, hc, wc]`` -> window-major tokens ``[B, n_windows, window_len, D]``."""
-        b, d, hc, wc = x.shape
-        wh, ww = self.config.window_size
-        x = x.view(b, d, hc // wh, wh, wc // ww, ww).permute(0, 2, 4, 3, 5, 1)
-        return x.reshape(b, *self._window_shape(), d)
-
-    def _from_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """Window-major tokens ``[B, n_windows, window_len, D]`` -> ``[B, D, hc, wc]``."""
-        b, _, _, d = x.shape
-        wh, ww = self.config.window_size
-        hc, wc = self.coarse
-        x = x.view(b, hc // wh, wc // ww, wh, ww, d).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(b, d, hc, wc)
 
     def position_encoding(self) -> torch.Tensor | None:
         """Added to the window-major tokens, ``[1, n_windows, window_len, D]`` (None: no encoding)."""
@@ -290,13 +253,13 @@ class HybridViTUNet(LatentForward):
         for down in self.down:
             x = self.run_block(down, x)
             skips.append(x)
-        t = self._to_windows(self.to_tokens(F.avg_pool2d(x, 2)))
+        t = to_windows(self.to_tokens(F.avg_pool2d(x, 2)), self.config.window_size)
         pos = self.position_encoding()
         if pos is not None:
             t = t + pos
         for blk in self.blocks:
             t = self.run_block(blk, t)
-        x = self.from_tokens(self._from_windows(self.norm(t)))
+        x = self.from_tokens(from_windows(self.norm(t), self.config.window_size, self.coarse).permute(0, 3, 1, 2))
         for up, skip in zip(self.up, reversed(skips), strict=True):
             if self.activation_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(up, x, skip, use_reentrant=False)

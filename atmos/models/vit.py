@@ -44,6 +44,33 @@ VIT_DEFAULT_INPUTS = [
 ]
 
 
+def check_window_transformer(cfg: Any, encodings: tuple[str, ...], window_unit: str) -> None:
+    """Checks shared by the lat-lon window-transformer configs (:class:`ViTConfig`, the hybrid's):
+    sizes, ``window_size`` (normalized to ``[lat, lon]``), heads, position encoding, even ``nlon``,
+    dropout and MLP ratio; raises :class:`ConfigError` with the fix."""
+    for name in ("nlat", "nlon", "embed_dim", "depth", "num_heads", "fourier_bands", "history"):
+        check_int(name, getattr(cfg, name))
+    ws = list(cfg.window_size) if isinstance(cfg.window_size, (list, tuple)) else [cfg.window_size] * 2
+    if len(ws) != 2:
+        raise ConfigError(f"config 'window_size' must be [lat, lon] in {window_unit}, got {cfg.window_size!r}.")
+    cfg.window_size = [check_int("window_size", w) for w in ws]
+    if cfg.embed_dim % cfg.num_heads:
+        raise ConfigError(
+            f"embed_dim={cfg.embed_dim} must be divisible by num_heads={cfg.num_heads}; "
+            f"e.g. num_heads={math.gcd(cfg.embed_dim, 8)}."
+        )
+    if cfg.pos_encoding not in encodings:
+        raise ConfigError(
+            f"config 'pos_encoding' must be one of {list(encodings)}, got {cfg.pos_encoding!r}."
+        )
+    if cfg.nlon % 2:
+        raise ConfigError(f"nlon={cfg.nlon} must be even (pole padding rolls longitude by 180 degrees).")
+    if not 0.0 <= float(cfg.dropout) < 1.0:
+        raise ConfigError(f"config 'dropout' must be in [0, 1), got {cfg.dropout!r}.")
+    if float(cfg.mlp_ratio) <= 0:
+        raise ConfigError(f"config 'mlp_ratio' must be positive, got {cfg.mlp_ratio!r}.")
+
+
 @dataclass
 class ViTConfig(ChannelConfig):
     """Configuration of :class:`ViT` (JSON-safe through ``dataclasses.asdict``).
@@ -94,42 +121,14 @@ class ViTConfig(ChannelConfig):
     spectral_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("nlat", "nlon", "patch_size", "embed_dim", "depth", "num_heads", "fourier_bands"):
-            check_int(name, getattr(self, name))
-        check_int("history", self.history)
+        check_int("patch_size", self.patch_size)
         check_int("min_pad", self.min_pad, minimum=0)
-        ws = list(self.window_size) if isinstance(self.window_size, (list, tuple)) else [self.window_size] * 2
-        if len(ws) != 2:
-            raise ConfigError(
-                f"config 'window_size' must be [lat, lon] in patches, got {self.window_size!r}."
-            )
-        self.window_size = [check_int("window_size", w) for w in ws]
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}; "
-                f"e.g. num_heads={math.gcd(self.embed_dim, 8)}."
-            )
-        if self.pos_encoding not in ("fourier", "learned"):
-            raise ConfigError(
-                f"config 'pos_encoding' must be 'fourier' or 'learned', got {self.pos_encoding!r}."
-            )
-        if self.nlon % 2:
-            raise ConfigError(f"nlon={self.nlon} must be even (pole padding rolls longitude by 180 degrees).")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"config 'dropout' must be in [0, 1), got {self.dropout!r}.")
-        if float(self.mlp_ratio) <= 0:
-            raise ConfigError(f"config 'mlp_ratio' must be positive, got {self.mlp_ratio!r}.")
+        check_window_transformer(self, ("fourier", "learned"), "patches")
 
     @classmethod
     def grid_params(cls, grid: Mapping[str, Any]) -> dict[str, Any]:
         """``nlat``, ``nlon`` and ``poles`` of a lat-lon grid (``{}`` for any other grid)."""
-        if grid.get("type") != "latlon":
-            return {}
-        return {
-            "nlat": len(grid["lat"]),
-            "nlon": len(grid["lon"]),
-            "poles": grid.get("kind") == "equiangular_with_poles",
-        }
+        return latlon_grid_params(grid)
 
     # -- derived geometry ------------------------------------------------------
     def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -244,6 +243,42 @@ class WindowBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def to_windows(x: torch.Tensor, window: tuple[int, int] | list[int]) -> torch.Tensor:
+    """``[B, D, H, W]`` -> window-major tokens ``[B, n_windows, window_len, D]`` (windows ``wh x ww``)."""
+    b, d, h, w = x.shape
+    wh, ww = window
+    x = x.view(b, d, h // wh, wh, w // ww, ww).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // wh) * (w // ww), wh * ww, d)
+
+
+def from_windows(x: torch.Tensor, window: tuple[int, int] | list[int], shape: tuple[int, int]) -> torch.Tensor:
+    """Window-major tokens ``[B, n_windows, window_len, D]`` -> ``[B, H, W, D]`` (inverse of :func:`to_windows`)."""
+    b, _, _, d = x.shape
+    wh, ww = window
+    h, w = shape
+    x = x.view(b, h // wh, w // ww, wh, ww, d).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, d)
+
+
+def octave_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
+    """Position features ``[B, 3 + 6 * bands, H, W]`` of unit vectors ``[B, 3, H, W]``: the vector and
+    ``sin``/``cos`` of ``pi * 2**j`` times it, ``j < bands`` (the ViT's Fourier position encoding)."""
+    freqs = math.pi * 2.0 ** torch.arange(bands, dtype=torch.float32)
+    ang = coords[:, None] * freqs[None, :, None, None, None]  # [B, bands, 3, H, W]
+    return torch.cat([coords, torch.sin(ang).flatten(1, 2), torch.cos(ang).flatten(1, 2)], dim=1)
+
+
+def latlon_grid_params(grid: Mapping[str, Any]) -> dict[str, Any]:
+    """``nlat``, ``nlon`` and ``poles`` of a lat-lon grid's JSON (``{}`` for any other grid)."""
+    if grid.get("type") != "latlon":
+        return {}
+    return {
+        "nlat": len(grid["lat"]),
+        "nlon": len(grid["lon"]),
+        "poles": grid.get("kind") == "equiangular_with_poles",
+    }
+
+
 def _sphere_coords(nlat: int, nlon: int, poles: bool) -> np.ndarray:
     """Unit vectors of the cell centres, shape [3, nlat, nlon]."""
     if poles:
@@ -297,9 +332,7 @@ class ViT(LatentForward):
         coords = torch.as_tensor(_sphere_coords(cfg.nlat, cfg.nlon, cfg.poles), dtype=torch.float32)
         coords = F.avg_pool2d(earth_pad(coords, self.pad_lat, self.pad_lon)[None], p)  # [1, 3, Hp, Wp]
         if cfg.pos_encoding == "fourier":
-            freqs = math.pi * 2.0 ** torch.arange(cfg.fourier_bands, dtype=torch.float32)
-            ang = coords[:, None] * freqs[None, :, None, None, None]  # [1, bands, 3, Hp, Wp]
-            feats = torch.cat([coords, torch.sin(ang).flatten(1, 2), torch.cos(ang).flatten(1, 2)], dim=1)
+            feats = octave_features(coords, cfg.fourier_bands)
             self.register_buffer("pos_features", self._to_windows(feats), persistent=False)
             self.pos_proj = nn.Linear(feats.shape[1], d)
             self.pos_table = None
@@ -330,18 +363,11 @@ class ViT(LatentForward):
 
     def _to_windows(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, D, Hp, Wp]`` -> window-major tokens ``[B, n_windows, window_len, D]``."""
-        b, d, hp, wp = x.shape
-        wh, ww = self.config.window_size
-        x = x.view(b, d, hp // wh, wh, wp // ww, ww).permute(0, 2, 4, 3, 5, 1)
-        return x.reshape(b, *self._window_shape(), d)
+        return to_windows(x, self.config.window_size)
 
     def _from_windows(self, x: torch.Tensor) -> torch.Tensor:
         """Window-major tokens ``[B, n_windows, window_len, D]`` -> ``[B, Hp, Wp, D]``."""
-        b, _, _, d = x.shape
-        wh, ww = self.config.window_size
-        hp, wp = self.tokens
-        x = x.view(b, hp // wh, wp // ww, wh, ww, d).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(b, hp, wp, d)
+        return from_windows(x, self.config.window_size, self.tokens)
 
     def position_encoding(self) -> torch.Tensor:
         """Position encoding added to the window-major tokens, ``[1, n_windows, window_len, D]``."""
