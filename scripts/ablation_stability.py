@@ -49,6 +49,8 @@ VARIANTS: dict[str, tuple[Path, list[str], list[str] | None]] = {
     # issue 16: the hybrid ViT/U-Net at the ViT's parameter count (0.45 M vs 0.46 M), same recipe
     "hybrid": (REPO / "configs" / "hybrid_speedy.yaml", [], []),
     "hybrid_spectral_norm": (REPO / "configs" / "hybrid_speedy.yaml", ["model.params.spectral_norm=true"], []),
+    "hybrid_noise_0.15": (REPO / "configs" / "hybrid_speedy.yaml", ["multistep.input_noise=0.15"], []),
+    "hybrid_noise_0.3": (REPO / "configs" / "hybrid_speedy.yaml", ["multistep.input_noise=0.3"], []),
 }
 
 #: Overrides of the UNet-GRU variant that replace the ViT's model parameters of tsm.SAMPLE_OVERRIDES.
@@ -65,7 +67,7 @@ STEPS_PER_EPOCH = [80]
 
 def _overrides(variant: str, out: Path, stage: int) -> list[str]:
     base, extra1, extra2 = VARIANTS[variant]
-    drop = UNET_DROP if variant in ("unet_gru", "hybrid", "hybrid_spectral_norm") else ()
+    drop = UNET_DROP if variant == "unet_gru" or variant.startswith("hybrid") else ()
     ov = [o for o in tsm.SAMPLE_OVERRIDES if o.split("=")[0] not in drop]
     ov = [o.replace(tsm.RUN_NAME, f"abl_{variant}") for o in ov]
     extra1 = [o for o in extra1 if o.split("=")[0] not in UNET_DROP]
