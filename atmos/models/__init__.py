@@ -10,7 +10,7 @@ Contract of every model (one step; the caller rolls out)::
     delta    [B, C_out, *grid]                x[t+1] - x[t] for the prognostic channels
     state    recurrent state (UNetGRU: tuple of GRU hidden tensors; ViT: None)
 
-``*grid`` is ``(nlat, nlon)`` for :class:`ViT` and ``(12, nside, nside)`` (HEALPix
+``*grid`` is ``(nlat, nlon)`` for :class:`ViT` and :class:`HybridViTUNet`, and ``(12, nside, nside)`` (HEALPix
 faces) for :class:`UNetGRU`. The prognostic channels are the first ``C_out`` input
 channels, so the next state is ``inputs[:, -1, :C_out] + delta``. Channel names are
 in ``model.schema`` (:class:`ChannelSchema`).
@@ -18,6 +18,7 @@ in ``model.schema`` (:class:`ChannelSchema`).
 
 from atmos.models.decoder import LatentDecoder, LatentDecoderConfig
 from atmos.models.heads import DownscalingHead, DownscalingHeadConfig
+from atmos.models.hybrid import HybridConfig, HybridViTUNet
 from atmos.models.registry import (
     MODELS,
     build,
@@ -36,6 +37,8 @@ __all__ = [
     "ChannelSchema",
     "DownscalingHead",
     "DownscalingHeadConfig",
+    "HybridConfig",
+    "HybridViTUNet",
     "LatentDecoder",
     "LatentDecoderConfig",
     "UNetGRU",
